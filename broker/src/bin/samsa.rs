@@ -1,0 +1,2 @@
+//! The `samsa` command-line entry point.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Pure-Rust Kafka client over `Net` (client helper).

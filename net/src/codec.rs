@@ -1,0 +1,1 @@
+//! Request/response header codec and dispatch helpers (codec helper).

@@ -1,0 +1,1 @@
+//! gzip/snappy/lz4/zstd with bounded output (codec helper).

@@ -1,0 +1,1 @@
+//! Length-prefixed frame I/O with named bounds (codec helper).

@@ -1,0 +1,1 @@
+//! Building record batches from records (client helper).

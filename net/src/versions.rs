@@ -1,0 +1,1 @@
+//! The API versions this broker serves (codec helper).

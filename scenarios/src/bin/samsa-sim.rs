@@ -1,0 +1,2 @@
+//! The scenario runner (list / run / sweep / mutants).
+fn main() {}

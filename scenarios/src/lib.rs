@@ -1,0 +1,1 @@
+//! samsa-scenarios: one module per named, seeded simulation scenario.
