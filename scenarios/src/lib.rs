@@ -1,1 +1,357 @@
-//! samsa-scenarios: one module per named, seeded simulation scenario.
+//! samsa-scenarios: the named, seeded simulation scenarios and the machinery to run one seed.
+//! Each scenario draws its whole configuration and fault mix from the seed (swarm testing) within
+//! a fault atlas that keeps every seed recoverable, runs a safety phase with faults and a
+//! liveness phase that heals everything, then runs its checks over the history.
+//! The pure parts (options, registry, result lines) build everywhere; running a seed needs
+//! `--cfg madsim`. Never reads host time or entropy inside a run.
+
+use samsa_sim::chaos::ChaosConfig;
+use samsa_sim::check::CheckFailure;
+use samsa_sim::coverage::Coverage;
+use samsa_sim::disk::DiskFaults;
+use samsa_sim::seed::Seed;
+
+pub mod scenarios;
+#[cfg(madsim)]
+pub mod sim_run;
+#[cfg(madsim)]
+pub mod workload;
+
+/// Longest a single run may take in simulated time before madsim aborts it (livelock guard).
+pub const RUN_SIM_MS_MAX: u64 = 600_000;
+
+/// One scenario: how a seed becomes options, which checks judge it, which mutants it targets.
+pub struct Scenario {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub options: fn(&mut Seed) -> SimOptions,
+    /// Checks run after every seed (names from `samsa_sim::check::ALL`).
+    pub checks: &'static [&'static str],
+}
+
+/// Everything a seed decides about one run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimOptions {
+    pub disk: DiskFaults,
+    pub chaos: ChaosConfig,
+    pub packet_loss: f64,
+    pub latency_ms: (u64, u64),
+    /// Per nemesis step, probabilities of each fault.
+    pub crash_p: f64,
+    pub pause_p: f64,
+    pub partition_p: f64,
+    pub clock_jump_p: f64,
+    pub clock_drift_ppm: i64,
+    pub clock_offset_ms: i64,
+    /// Simulated milliseconds between nemesis steps (min, max).
+    pub nemesis_step_ms: (u64, u64),
+    /// Buggify on for this run (sites then activate per run, fire per hit).
+    pub buggify: bool,
+    /// madsim's own buggify (10 % of socket operations sleep 1-5 s).
+    pub net_buggify: bool,
+    pub producers: u32,
+    /// Per producer: idempotence on?
+    pub idempotent: Vec<bool>,
+    pub consumers: u32,
+    pub sends_per_producer: u32,
+    pub acks: i16,
+    pub safety_ms: u64,
+    pub liveness_ms: u64,
+    pub flush_policy: &'static str,
+    pub segment_bytes: i64,
+    /// Bit flips are in this scenario's atlas (reported corrupt ranges excuse lost acks).
+    pub corruption_in_atlas: bool,
+    /// Per producer: re-send an older batch (same producer id, epoch and sequence) with this
+    /// probability after each send: a delayed duplicate, which idempotence must absorb.
+    pub duplicate_p: f64,
+}
+
+impl SimOptions {
+    /// Quiet defaults that scenarios override.
+    pub fn base() -> SimOptions {
+        SimOptions {
+            disk: DiskFaults::NONE,
+            chaos: ChaosConfig::NONE,
+            packet_loss: 0.0,
+            latency_ms: (1, 5),
+            crash_p: 0.0,
+            pause_p: 0.0,
+            partition_p: 0.0,
+            clock_jump_p: 0.0,
+            clock_drift_ppm: 0,
+            clock_offset_ms: 0,
+            nemesis_step_ms: (200, 1_500),
+            buggify: false,
+            net_buggify: false,
+            producers: 1,
+            idempotent: vec![true],
+            consumers: 1,
+            sends_per_producer: 20,
+            acks: -1,
+            safety_ms: 10_000,
+            liveness_ms: 30_000,
+            flush_policy: "fsync",
+            segment_bytes: 1 << 20,
+            corruption_in_atlas: false,
+            duplicate_p: 0.0,
+        }
+    }
+
+    /// The seed's drawn configuration on one line.
+    pub fn describe(&self) -> String {
+        let d = &self.disk;
+        let c = &self.chaos;
+        let idem: Vec<&str> = self
+            .idempotent
+            .iter()
+            .map(|i| if *i { "1" } else { "0" })
+            .collect();
+        format!(
+            "producers={} idem={} consumers={} sends={} acks={} flush={} segment={} \
+             crash={:.2} pause={:.2} partition={:.2} clock_jump={:.2} drift_ppm={} offset_ms={} \
+             loss={:.3} latency_ms={}..{} short_rw={:.2}/{:.2} reset={:.3} refused={:.3} \
+             write_eio={:.3} read_eio={:.3} fsync_eio={:.3} flip_read={:.3} flip_rest={:.2} \
+             enospc={} slow_us={} torn={:.2} reorder={:.2} buggify={} net_buggify={} \
+             dup={:.2} safety_ms={} liveness_ms={}",
+            self.producers,
+            idem.join(","),
+            self.consumers,
+            self.sends_per_producer,
+            self.acks,
+            self.flush_policy,
+            self.segment_bytes,
+            self.crash_p,
+            self.pause_p,
+            self.partition_p,
+            self.clock_jump_p,
+            self.clock_drift_ppm,
+            self.clock_offset_ms,
+            self.packet_loss,
+            self.latency_ms.0,
+            self.latency_ms.1,
+            c.short_read,
+            c.short_write,
+            c.reset_after_flush,
+            c.connect_refused,
+            d.write_eio,
+            d.read_eio,
+            d.fsync_eio,
+            d.bitflip_on_read,
+            d.bitflip_at_rest,
+            d.enospc_after_bytes
+                .map_or("off".to_string(), |b| b.to_string()),
+            d.latency_us
+                .map_or("off".to_string(), |(a, b)| format!("{a}..{b}")),
+            d.crash_torn,
+            d.crash_reorder,
+            self.buggify,
+            self.net_buggify,
+            self.duplicate_p,
+            self.safety_ms,
+            self.liveness_ms,
+        )
+    }
+}
+
+/// The result of one seed.
+#[derive(Clone, Debug, Default)]
+pub struct RunOutcome {
+    pub scenario: String,
+    pub seed: u64,
+    pub mutant: Option<String>,
+    pub config_line: String,
+    pub failures: Vec<CheckFailure>,
+    pub trace_hash: u64,
+    pub sim_ms: u64,
+    pub wall_us: u64,
+    pub coverage: Coverage,
+    pub trace_lines: Vec<String>,
+}
+
+impl RunOutcome {
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    /// One machine-readable line (child process -> sweep parent). Tab-separated fields.
+    pub fn encode(&self) -> String {
+        let checks: Vec<&str> = self.failures.iter().map(|f| f.check).collect();
+        let first = self
+            .failures
+            .first()
+            .map(|f| f.message.replace(['\t', '\n'], " "))
+            .unwrap_or_default();
+        format!(
+            "RESULT\t{}\t{}\t{}\t{}\t{:016x}\t{}\t{}\t{}\t{}\t{}",
+            self.scenario,
+            self.seed,
+            self.mutant.as_deref().unwrap_or("-"),
+            if self.passed() { "pass" } else { "fail" },
+            self.trace_hash,
+            self.sim_ms,
+            self.wall_us,
+            if checks.is_empty() {
+                "-".to_string()
+            } else {
+                checks.join(",")
+            },
+            self.coverage.encode(),
+            first,
+        )
+    }
+
+    /// Inverse of `encode` (failures keep the check names and the first message).
+    pub fn decode(line: &str) -> Option<RunOutcome> {
+        let f: Vec<&str> = line.split('\t').collect();
+        if f.len() < 11 || f[0] != "RESULT" {
+            return None;
+        }
+        let checks: Vec<&'static str> = if f[8] == "-" {
+            Vec::new()
+        } else {
+            f[8].split(',').filter_map(check_name).collect()
+        };
+        let failed = f[4] == "fail";
+        let mut failures: Vec<CheckFailure> = checks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| CheckFailure {
+                check: c,
+                message: if i == 0 {
+                    f[10].to_string()
+                } else {
+                    String::new()
+                },
+            })
+            .collect();
+        if failed && failures.is_empty() {
+            failures.push(CheckFailure {
+                check: "unknown",
+                message: f[10].to_string(),
+            });
+        }
+        Some(RunOutcome {
+            scenario: f[1].to_string(),
+            seed: f[2].parse().ok()?,
+            mutant: if f[3] == "-" {
+                None
+            } else {
+                Some(f[3].to_string())
+            },
+            config_line: String::new(),
+            failures,
+            trace_hash: u64::from_str_radix(f[5], 16).ok()?,
+            sim_ms: f[6].parse().ok()?,
+            wall_us: f[7].parse().ok()?,
+            coverage: Coverage::decode(f[9]),
+            trace_lines: Vec::new(),
+        })
+    }
+}
+
+/// Check names as `&'static str` (the runner also reports `determinism` and `no_panic`).
+pub fn check_name(name: &str) -> Option<&'static str> {
+    if name == "determinism" {
+        return Some("determinism");
+    }
+    if name == "unknown" {
+        return Some("unknown");
+    }
+    samsa_sim::check::ALL
+        .iter()
+        .map(|(n, _)| *n)
+        .find(|n| *n == name)
+}
+
+/// Every scenario, in listing order.
+pub fn all() -> &'static [Scenario] {
+    scenarios::ALL
+}
+
+pub fn find(name: &str) -> Option<&'static Scenario> {
+    all().iter().find(|s| s.name == name)
+}
+
+/// Which scenarios each mutant is hunted in (CONTRACTS.md names).
+pub fn mutant_targets(mutant: &str) -> &'static [&'static str] {
+    match mutant {
+        "ack_before_fsync" => &["single_durability", "single_torn_tail"],
+        "skip_crc_on_read" => &["single_corruption"],
+        "recovery_truncate_short" => &["single_torn_tail", "single_durability"],
+        "idempotence_window_one" => &["single_net_chaos", "single_durability"],
+        "nondeterminism_canary" => &["single_durability"],
+        _ => &[],
+    }
+}
+
+/// Seeds each mutant may take before it counts as surviving.
+pub const MUTANT_SEED_BUDGET: u64 = 200;
+
+/// The seed's options for `scenario` (pure: same seed, same options).
+pub fn options_for(scenario: &Scenario, seed: u64) -> SimOptions {
+    let mut s = Seed::new(seed).child("options");
+    (scenario.options)(&mut s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_are_a_pure_function_of_the_seed() {
+        for scenario in all() {
+            for seed in 0..20 {
+                let a = options_for(scenario, seed);
+                let b = options_for(scenario, seed);
+                assert_eq!(a, b);
+                assert_eq!(a.idempotent.len(), a.producers as usize);
+                assert!(a.describe().contains("producers="));
+            }
+            let distinct: std::collections::BTreeSet<String> = (0..20)
+                .map(|s| options_for(scenario, s).describe())
+                .collect();
+            assert!(
+                distinct.len() > 10,
+                "{} draws too few configs",
+                scenario.name
+            );
+        }
+    }
+
+    #[test]
+    fn result_lines_round_trip() {
+        let mut coverage = Coverage::default();
+        coverage.add("disk.fsync_eio", 3);
+        let o = RunOutcome {
+            scenario: "single_durability".into(),
+            seed: 42,
+            mutant: Some("ack_before_fsync".into()),
+            failures: vec![CheckFailure {
+                check: "acked_durable",
+                message: "lost\tx".into(),
+            }],
+            trace_hash: 0xdead_beef,
+            sim_ms: 1234,
+            wall_us: 99,
+            coverage,
+            ..RunOutcome::default()
+        };
+        let d = RunOutcome::decode(&o.encode()).expect("decodes");
+        assert_eq!(d.seed, 42);
+        assert_eq!(d.mutant.as_deref(), Some("ack_before_fsync"));
+        assert_eq!(d.failures[0].check, "acked_durable");
+        assert_eq!(d.failures[0].message, "lost x");
+        assert_eq!(d.trace_hash, 0xdead_beef);
+        assert_eq!(d.coverage.get("disk.fsync_eio"), 3);
+        assert!(RunOutcome::decode("garbage").is_none());
+    }
+
+    #[test]
+    fn every_mutant_has_a_target_scenario() {
+        for m in samsa_sim::MUTANTS {
+            let targets = mutant_targets(m);
+            assert!(!targets.is_empty(), "{m}");
+            assert!(targets.iter().all(|t| find(t).is_some()), "{m}");
+        }
+    }
+}

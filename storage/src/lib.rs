@@ -3,7 +3,12 @@
 //! Knows nothing of replication or groups; never calls `std::fs` outside `disk::real`.
 
 pub mod disk;
+pub mod log;
 
-pub use disk::{Disk, DiskError, OpenMode};
 #[cfg(not(madsim))]
 pub use disk::real::RealDisk;
+pub use disk::{Disk, DiskError, OpenMode};
+pub use log::{
+    execute_flush, AppendInfo, FlushPlan, LogConfig, LogError, PartitionLog, ReadResult,
+    RecoveryReport, TimestampType,
+};

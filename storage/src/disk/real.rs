@@ -26,7 +26,9 @@ impl RealDisk {
     pub fn new(root: impl Into<PathBuf>) -> Result<Self, DiskError> {
         let root = root.into();
         std::fs::create_dir_all(&root).map_err(map_err)?;
-        Ok(RealDisk { root: Arc::new(root) })
+        Ok(RealDisk {
+            root: Arc::new(root),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -35,9 +37,13 @@ impl RealDisk {
 
     fn resolve(&self, path: &str) -> Result<PathBuf, DiskError> {
         let rel = Path::new(path);
-        let safe = rel.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+        let safe = rel
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
         if !safe {
-            return Err(DiskError::Io(format!("path escapes the data dir: {path:?}")));
+            return Err(DiskError::Io(format!(
+                "path escapes the data dir: {path:?}"
+            )));
         }
         Ok(self.root.join(rel))
     }
@@ -79,13 +85,23 @@ impl Disk for RealDisk {
             }
         }
         let file = options.open(full).map_err(map_err)?;
-        Ok(RealFile { file: Arc::new(file) })
+        Ok(RealFile {
+            file: Arc::new(file),
+        })
     }
 
-    async fn read_at(&self, file: &RealFile, position_bytes: u64, buf: &mut [u8]) -> Result<usize, DiskError> {
+    async fn read_at(
+        &self,
+        file: &RealFile,
+        position_bytes: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, DiskError> {
         let mut done = 0;
         while done < buf.len() {
-            match file.file.read_at(&mut buf[done..], position_bytes + done as u64) {
+            match file
+                .file
+                .read_at(&mut buf[done..], position_bytes + done as u64)
+            {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -95,8 +111,15 @@ impl Disk for RealDisk {
         Ok(done)
     }
 
-    async fn write_at(&self, file: &RealFile, position_bytes: u64, bytes: &[u8]) -> Result<(), DiskError> {
-        file.file.write_all_at(bytes, position_bytes).map_err(map_err)
+    async fn write_at(
+        &self,
+        file: &RealFile,
+        position_bytes: u64,
+        bytes: &[u8],
+    ) -> Result<(), DiskError> {
+        file.file
+            .write_all_at(bytes, position_bytes)
+            .map_err(map_err)
     }
 
     async fn sync(&self, file: &RealFile) -> Result<(), DiskError> {
@@ -165,12 +188,21 @@ mod tests {
         let n = disk.read_at(&f, 0, &mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"hello world");
         assert_eq!(disk.len(&f).await.unwrap(), 11);
-        assert_eq!(disk.open("t-0/a.log", OpenMode::CreateNew).await.err(), Some(DiskError::AlreadyExists));
+        assert_eq!(
+            disk.open("t-0/a.log", OpenMode::CreateNew).await.err(),
+            Some(DiskError::AlreadyExists)
+        );
         disk.rename("t-0/a.log", "t-0/b.log").await.unwrap();
         assert_eq!(disk.list("t-0").await.unwrap(), vec!["b.log".to_string()]);
         disk.remove("t-0/b.log").await.unwrap();
         assert!(disk.list("t-0").await.unwrap().is_empty());
-        assert_eq!(disk.open("t-0/zzz", OpenMode::Existing).await.err(), Some(DiskError::NotFound));
-        assert!(matches!(disk.open("../escape", OpenMode::CreateOrOpen).await, Err(DiskError::Io(_))));
+        assert_eq!(
+            disk.open("t-0/zzz", OpenMode::Existing).await.err(),
+            Some(DiskError::NotFound)
+        );
+        assert!(matches!(
+            disk.open("../escape", OpenMode::CreateOrOpen).await,
+            Err(DiskError::Io(_))
+        ));
     }
 }

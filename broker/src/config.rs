@@ -1,0 +1,327 @@
+//! `NodeConfig`: everything a node is told at start, read from TOML (unknown keys are errors) on
+//! top of embedded defaults, then validated. Pure data; never reads files or the environment
+//! (the binary reads the file and hands the text in).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+use crate::topic_config::{validate_entry, ConfigError, TopicDefaults};
+
+/// Seven days, Kafka's default `retention.ms` and `segment.ms`.
+pub const WEEK_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+/// Upper bound on `num_partitions` (per topic) and on CreateTopics/CreatePartitions counts.
+pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
+/// Upper bound on `socket_request_max_bytes` (frames are buffered whole).
+pub const SOCKET_REQUEST_BYTES_MAX: usize = 1 << 30;
+/// Upper bound on `max_connections`.
+pub const CONNECTIONS_MAX: usize = 100_000;
+
+/// The node's configuration. Field names are the TOML keys.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// This node's id (also the controller id in combined mode).
+    pub node_id: i32,
+    /// Address to listen on, `HOST:PORT` (port 0 picks a free port).
+    pub listen: String,
+    /// `HOST:PORT` given to clients in Metadata; default: the actual bound address.
+    pub advertised_listen: Option<String>,
+    /// Directory for the metadata log and the partition logs.
+    pub data_dir: String,
+    /// `error`, `warn`, `info`, `debug` or `trace` (RUST_LOG overrides).
+    pub log_level: String,
+    /// Partitions of an auto-created topic (Kafka's `num.partitions`).
+    pub num_partitions: i32,
+    /// Create unknown topics on Metadata/Produce (Kafka's `auto.create.topics.enable`).
+    pub auto_create_topics_enable: bool,
+    /// Largest request frame accepted (Kafka's `socket.request.max.bytes`).
+    pub socket_request_max_bytes: usize,
+    /// Largest record batch accepted (Kafka's `message.max.bytes`; topic default
+    /// `max.message.bytes`).
+    pub message_max_bytes: i32,
+    /// Most client connections served at once; more are accepted and closed at once.
+    pub max_connections: usize,
+    /// Default `segment.bytes`: roll the active segment beyond this size.
+    pub segment_bytes: i64,
+    /// Default `segment.ms`: roll the active segment after this age.
+    pub segment_ms: i64,
+    /// Default `retention.ms`: delete whole segments older than this; -1 keeps forever.
+    pub retention_ms: i64,
+    /// Default `retention.bytes`: delete old segments beyond this partition size; -1 = no limit.
+    pub retention_bytes: i64,
+    /// Default `flush.policy`:
+    /// - `fsync` (default): acks=1/-1 are answered only after the batch is fsynced; one sync
+    ///   serves every request that arrived before it (group commit). Nothing acked is lost.
+    /// - `interval`: fsync every `flush_interval_ms` and answer at once: a power failure can
+    ///   lose up to that window of acknowledged records.
+    /// - `none`: page cache only (Kafka's default), synced at segment roll and clean shutdown:
+    ///   a power failure can lose whatever the OS had not written back.
+    pub flush_policy: String,
+    /// Default `flush.interval.ms` (policy `interval`).
+    pub flush_interval_ms: i64,
+    /// Default `message.timestamp.type`: `CreateTime` or `LogAppendTime`.
+    pub message_timestamp_type: String,
+    /// How often retention is enforced.
+    pub retention_check_interval_ms: u64,
+    /// The seed of every random choice the node makes (cluster id, topic ids).
+    pub seed: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            node_id: 1,
+            listen: "127.0.0.1:9092".to_string(),
+            advertised_listen: None,
+            data_dir: "./samsa-data".to_string(),
+            log_level: "info".to_string(),
+            num_partitions: 1,
+            auto_create_topics_enable: true,
+            socket_request_max_bytes: 104_857_600,
+            message_max_bytes: 1_048_588,
+            max_connections: 10_000,
+            segment_bytes: 1 << 30,
+            segment_ms: WEEK_MS,
+            retention_ms: WEEK_MS,
+            retention_bytes: -1,
+            flush_policy: "fsync".to_string(),
+            flush_interval_ms: 1000,
+            message_timestamp_type: "CreateTime".to_string(),
+            retention_check_interval_ms: 300_000,
+            seed: 0,
+        }
+    }
+}
+
+/// A configuration that cannot be used, with a message naming the key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadConfig(pub String);
+
+impl fmt::Display for BadConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "bad configuration: {}", self.0)
+    }
+}
+
+impl std::error::Error for BadConfig {}
+
+impl From<ConfigError> for BadConfig {
+    fn from(e: ConfigError) -> Self {
+        BadConfig(e.0)
+    }
+}
+
+impl NodeConfig {
+    /// Parses TOML text over the embedded defaults and validates the result.
+    pub fn from_toml(text: &str) -> Result<NodeConfig, BadConfig> {
+        let cfg: NodeConfig = toml::from_str(text).map_err(|e| BadConfig(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks every value; the message names the key.
+    pub fn validate(&self) -> Result<(), BadConfig> {
+        if self.node_id < 0 {
+            return Err(BadConfig(format!(
+                "node_id must be >= 0, got {}",
+                self.node_id
+            )));
+        }
+        self.listen_addr()?;
+        if let Some(adv) = &self.advertised_listen {
+            split_host_port(adv)
+                .ok_or_else(|| BadConfig(format!("advertised_listen {adv:?} is not HOST:PORT")))?;
+        }
+        if self.data_dir.is_empty() {
+            return Err(BadConfig("data_dir must not be empty".to_string()));
+        }
+        if !matches!(
+            self.log_level.as_str(),
+            "error" | "warn" | "info" | "debug" | "trace"
+        ) {
+            return Err(BadConfig(format!(
+                "log_level {:?}: expected error, warn, info, debug or trace",
+                self.log_level
+            )));
+        }
+        if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&self.num_partitions) {
+            return Err(BadConfig(format!(
+                "num_partitions must be in [1, {PARTITIONS_PER_TOPIC_MAX}], got {}",
+                self.num_partitions
+            )));
+        }
+        if !(1024..=SOCKET_REQUEST_BYTES_MAX).contains(&self.socket_request_max_bytes) {
+            return Err(BadConfig(format!(
+                "socket_request_max_bytes must be in [1024, {SOCKET_REQUEST_BYTES_MAX}], got {}",
+                self.socket_request_max_bytes
+            )));
+        }
+        if self.message_max_bytes < 64 {
+            return Err(BadConfig(format!(
+                "message_max_bytes must be >= 64, got {}",
+                self.message_max_bytes
+            )));
+        }
+        if !(1..=CONNECTIONS_MAX).contains(&self.max_connections) {
+            return Err(BadConfig(format!(
+                "max_connections must be in [1, {CONNECTIONS_MAX}], got {}",
+                self.max_connections
+            )));
+        }
+        if self.retention_check_interval_ms == 0 {
+            return Err(BadConfig(
+                "retention_check_interval_ms must be > 0".to_string(),
+            ));
+        }
+        // The topic defaults are validated under their Kafka names, with the TOML key named.
+        for (key, name, value) in self.topic_default_entries() {
+            validate_entry(name, &value).map_err(|e| BadConfig(format!("{key}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn topic_default_entries(&self) -> Vec<(&'static str, &'static str, String)> {
+        vec![
+            (
+                "segment_bytes",
+                "segment.bytes",
+                self.segment_bytes.to_string(),
+            ),
+            ("segment_ms", "segment.ms", self.segment_ms.to_string()),
+            (
+                "retention_ms",
+                "retention.ms",
+                self.retention_ms.to_string(),
+            ),
+            (
+                "retention_bytes",
+                "retention.bytes",
+                self.retention_bytes.to_string(),
+            ),
+            ("flush_policy", "flush.policy", self.flush_policy.clone()),
+            (
+                "flush_interval_ms",
+                "flush.interval.ms",
+                self.flush_interval_ms.to_string(),
+            ),
+            (
+                "message_timestamp_type",
+                "message.timestamp.type",
+                self.message_timestamp_type.clone(),
+            ),
+            (
+                "message_max_bytes",
+                "max.message.bytes",
+                self.message_max_bytes.to_string(),
+            ),
+        ]
+    }
+
+    /// The defaults every topic starts from.
+    pub fn topic_defaults(&self) -> Result<TopicDefaults, BadConfig> {
+        let mut values = BTreeMap::new();
+        for (_, name, value) in self.topic_default_entries() {
+            values.insert(name.to_string(), value);
+        }
+        values.insert("cleanup.policy".to_string(), "delete".to_string());
+        values.insert("compression.type".to_string(), "producer".to_string());
+        values.insert("min.insync.replicas".to_string(), "1".to_string());
+        Ok(TopicDefaults::new(values)?)
+    }
+
+    /// `listen` as a socket address (a host name other than `localhost` is not resolved).
+    pub fn listen_addr(&self) -> Result<SocketAddr, BadConfig> {
+        let (host, port) = split_host_port(&self.listen)
+            .ok_or_else(|| BadConfig(format!("listen {:?} is not HOST:PORT", self.listen)))?;
+        let host = if host == "localhost" {
+            "127.0.0.1"
+        } else {
+            host
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let ip: std::net::IpAddr = host.parse().map_err(|_| {
+            BadConfig(format!(
+                "listen {:?}: host must be an IP address",
+                self.listen
+            ))
+        })?;
+        Ok(SocketAddr::new(ip, port))
+    }
+
+    /// The host and port clients are told to use, given the address actually bound.
+    pub fn advertised(&self, bound: SocketAddr) -> (String, i32) {
+        if let Some((host, port)) = self.advertised_listen.as_deref().and_then(split_host_port) {
+            return (host.to_string(), i32::from(port));
+        }
+        let host = if bound.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            bound.ip().to_string()
+        };
+        (host, i32::from(bound.port()))
+    }
+}
+
+/// Splits `HOST:PORT` (the port is after the last colon).
+pub fn split_host_port(s: &str) -> Option<(&str, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    if host.is_empty() {
+        return None;
+    }
+    Some((host, port.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_ones_and_valid() {
+        let cfg = NodeConfig::from_toml("").expect("empty file = defaults");
+        assert_eq!(cfg, NodeConfig::default());
+        assert_eq!(cfg.node_id, 1);
+        assert_eq!(cfg.listen, "127.0.0.1:9092");
+        assert_eq!(cfg.data_dir, "./samsa-data");
+        assert_eq!(cfg.retention_ms, WEEK_MS);
+        assert_eq!(cfg.flush_policy, "fsync");
+        let d = cfg.topic_defaults().expect("defaults");
+        assert_eq!(d.get("retention.ms"), Some("604800000"));
+    }
+
+    #[test]
+    fn file_values_override_defaults() {
+        let cfg = NodeConfig::from_toml("node_id = 7\nlisten = \"127.0.0.1:0\"\nseed = 42\n")
+            .expect("valid");
+        assert_eq!(cfg.node_id, 7);
+        assert_eq!(cfg.listen_addr().expect("addr").port(), 0);
+        assert_eq!(cfg.seed, 42);
+        assert_eq!(cfg.num_partitions, 1);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_clear_errors() {
+        let e = NodeConfig::from_toml("nodeid = 3\n").expect_err("unknown key");
+        assert!(e.to_string().contains("nodeid"), "{e}");
+        let e = NodeConfig::from_toml("flush_policy = \"sometimes\"\n").expect_err("bad policy");
+        assert!(e.to_string().contains("flush_policy"), "{e}");
+        let e = NodeConfig::from_toml("listen = \"nowhere\"\n").expect_err("bad listen");
+        assert!(e.to_string().contains("listen"), "{e}");
+        let e = NodeConfig::from_toml("num_partitions = 0\n").expect_err("bad partitions");
+        assert!(e.to_string().contains("num_partitions"), "{e}");
+    }
+
+    #[test]
+    fn advertised_defaults_to_bound_address() {
+        let cfg = NodeConfig::default();
+        let bound: SocketAddr = "127.0.0.1:40001".parse().expect("addr");
+        assert_eq!(cfg.advertised(bound), ("127.0.0.1".to_string(), 40001));
+        let cfg = NodeConfig {
+            advertised_listen: Some("broker.example:19092".to_string()),
+            ..NodeConfig::default()
+        };
+        assert_eq!(cfg.advertised(bound), ("broker.example".to_string(), 19092));
+    }
+}

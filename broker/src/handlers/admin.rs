@@ -1,0 +1,742 @@
+//! Handlers for cluster and topic administration: Metadata (with auto-create), CreateTopics,
+//! DeleteTopics, CreatePartitions, InitProducerId, DescribeCluster, DescribeConfigs,
+//! AlterConfigs and IncrementalAlterConfigs. Every change is durable in the metadata store
+//! before it is answered. Never panics on request contents.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::*;
+use samsa_net::Clock;
+use samsa_storage::Disk;
+use uuid::Uuid;
+
+use super::{code, respond, s, topic_name, Reply};
+use crate::broker::Broker;
+use crate::config::PARTITIONS_PER_TOPIC_MAX;
+use crate::metadata::{valid_topic_name, MetaError, TopicMeta};
+use crate::topic_config::{validate_overrides, TOPIC_CONFIG_NAMES};
+use crate::wire::RequestFrame;
+
+/// Most topics one admin request may name (untrusted count).
+pub const TOPICS_PER_REQUEST_MAX: usize = 10_000;
+/// ConfigResource types.
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+/// DescribeConfigs config sources.
+const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+const SOURCE_STATIC_BROKER: i8 = 4;
+const SOURCE_DEFAULT: i8 = 5;
+
+/// `(name, value, source, read_only)` of one described config.
+type ConfigRow = (String, String, i8, bool);
+
+fn meta_error_code(e: &MetaError) -> i16 {
+    match e {
+        MetaError::TopicExists => code::TOPIC_ALREADY_EXISTS,
+        MetaError::UnknownTopic => code::UNKNOWN_TOPIC_OR_PARTITION,
+        MetaError::TooMany => code::POLICY_VIOLATION,
+        MetaError::Disk(_) | MetaError::Corrupt(_) => code::KAFKA_STORAGE_ERROR,
+    }
+}
+
+fn partition_entries<D: Disk, C: Clock>(
+    broker: &Broker<D, C>,
+    meta: &TopicMeta,
+) -> Vec<MetadataResponsePartition> {
+    let node = BrokerId(broker.node_id);
+    (0..meta.partitions)
+        .map(|i| {
+            // A partition whose log could not be opened is offline.
+            let error = match broker.partition(&meta.name, i) {
+                Some(_) => code::NONE,
+                None => code::KAFKA_STORAGE_ERROR,
+            };
+            MetadataResponsePartition::default()
+                .with_error_code(error)
+                .with_partition_index(i)
+                .with_leader_id(node)
+                .with_leader_epoch(0)
+                .with_replica_nodes(vec![node])
+                .with_isr_nodes(vec![node])
+                .with_offline_replicas(vec![])
+        })
+        .collect()
+}
+
+fn topic_entry<D: Disk, C: Clock>(
+    broker: &Broker<D, C>,
+    meta: &TopicMeta,
+    version: i16,
+) -> MetadataResponseTopic {
+    let mut t = MetadataResponseTopic::default()
+        .with_error_code(code::NONE)
+        .with_name(Some(topic_name(&meta.name)))
+        .with_is_internal(false)
+        .with_partitions(partition_entries(broker, meta));
+    if version >= 10 {
+        t = t.with_topic_id(meta.id);
+    }
+    t
+}
+
+fn error_topic(name: Option<&str>, id: Uuid, error: i16, version: i16) -> MetadataResponseTopic {
+    let mut t = MetadataResponseTopic::default()
+        .with_error_code(error)
+        .with_name(name.map(topic_name));
+    if version >= 10 {
+        t = t.with_topic_id(id);
+    }
+    t
+}
+
+pub async fn metadata<D: Disk, C: Clock>(
+    broker: &Arc<Broker<D, C>>,
+    req: &RequestFrame,
+    body: MetadataRequest,
+) -> Reply {
+    let v = req.api_version;
+    // v0: an empty list means all topics; v1+: null means all.
+    let requested = match body.topics {
+        None => None,
+        Some(list) if list.is_empty() && v == 0 => None,
+        Some(list) => Some(list),
+    };
+    let allow_create =
+        broker.cfg.auto_create_topics_enable && (v < 4 || body.allow_auto_topic_creation);
+    let mut topics = Vec::new();
+    match requested {
+        None => {
+            let store = broker.meta.lock().await;
+            for meta in store.state().topics.values() {
+                topics.push(topic_entry(broker, meta, v));
+            }
+        }
+        Some(list) => {
+            for t in list.into_iter().take(TOPICS_PER_REQUEST_MAX) {
+                let name = t.name.as_ref().map(|n| n.0.to_string());
+                let existing = {
+                    let store = broker.meta.lock().await;
+                    match &name {
+                        Some(n) => store.topic(n).cloned(),
+                        None => store.topic_by_id(t.topic_id).cloned(),
+                    }
+                };
+                if let Some(meta) = existing {
+                    topics.push(topic_entry(broker, &meta, v));
+                    continue;
+                }
+                let Some(name) = name else {
+                    topics.push(error_topic(None, t.topic_id, code::UNKNOWN_TOPIC_ID, v));
+                    continue;
+                };
+                if !valid_topic_name(&name) {
+                    topics.push(error_topic(
+                        Some(&name),
+                        Uuid::nil(),
+                        code::INVALID_TOPIC_EXCEPTION,
+                        v,
+                    ));
+                    continue;
+                }
+                if !allow_create {
+                    topics.push(error_topic(
+                        Some(&name),
+                        Uuid::nil(),
+                        code::UNKNOWN_TOPIC_OR_PARTITION,
+                        v,
+                    ));
+                    continue;
+                }
+                let created = broker
+                    .create_topic(&name, broker.cfg.num_partitions, BTreeMap::new())
+                    .await;
+                match created {
+                    Ok(meta) => topics.push(topic_entry(broker, &meta, v)),
+                    // Another connection created it meanwhile: answer with what exists.
+                    Err(MetaError::TopicExists) => {
+                        let meta = broker.meta.lock().await.topic(&name).cloned();
+                        match meta {
+                            Some(meta) => topics.push(topic_entry(broker, &meta, v)),
+                            None => topics.push(error_topic(
+                                Some(&name),
+                                Uuid::nil(),
+                                code::UNKNOWN_TOPIC_OR_PARTITION,
+                                v,
+                            )),
+                        }
+                    }
+                    Err(e) => topics.push(error_topic(
+                        Some(&name),
+                        Uuid::nil(),
+                        meta_error_code(&e),
+                        v,
+                    )),
+                }
+            }
+        }
+    }
+    let cluster_id = broker.meta.lock().await.cluster_id().to_string();
+    let body = MetadataResponse::default()
+        .with_throttle_time_ms(0)
+        .with_brokers(vec![MetadataResponseBroker::default()
+            .with_node_id(BrokerId(broker.node_id))
+            .with_host(s(&broker.advertised_host))
+            .with_port(broker.advertised_port)])
+        .with_cluster_id(Some(s(&cluster_id)))
+        .with_controller_id(BrokerId(broker.node_id))
+        .with_topics(topics);
+    respond(req, &body)
+}
+
+/// Config entries of a CreateTopics/AlterConfigs request as a map; `Err` on nulls/duplicates.
+fn config_map<'a>(
+    entries: impl Iterator<Item = (&'a str, Option<&'a str>)>,
+) -> Result<BTreeMap<String, String>, String> {
+    let mut map = BTreeMap::new();
+    for (name, value) in entries {
+        let Some(value) = value else {
+            return Err(format!("config {name} has a null value"));
+        };
+        if map.insert(name.to_string(), value.to_string()).is_some() {
+            return Err(format!("config {name} given twice"));
+        }
+    }
+    validate_overrides(&map).map_err(|e| e.0)?;
+    Ok(map)
+}
+
+pub async fn create_topics<D: Disk, C: Clock>(
+    broker: &Arc<Broker<D, C>>,
+    req: &RequestFrame,
+    body: CreateTopicsRequest,
+) -> Reply {
+    let v = req.api_version;
+    let mut seen = BTreeSet::new();
+    let duplicates: BTreeSet<String> = body
+        .topics
+        .iter()
+        .filter(|t| !seen.insert(t.name.0.to_string()))
+        .map(|t| t.name.0.to_string())
+        .collect();
+    let mut results = Vec::new();
+    for t in body.topics.into_iter().take(TOPICS_PER_REQUEST_MAX) {
+        let name = t.name.0.to_string();
+        let partitions = if t.num_partitions == -1 {
+            broker.cfg.num_partitions
+        } else {
+            t.num_partitions
+        };
+        let configs = config_map(t.configs.iter().map(|c| (&*c.name, c.value.as_deref())));
+        let error: Option<(i16, String)> = if duplicates.contains(&name) {
+            Some((code::INVALID_REQUEST, "topic named more than once".into()))
+        } else if !valid_topic_name(&name) {
+            Some((
+                code::INVALID_TOPIC_EXCEPTION,
+                format!("invalid topic name {name:?}"),
+            ))
+        } else if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
+            Some((
+                code::INVALID_PARTITIONS,
+                format!("partitions must be in [1, {PARTITIONS_PER_TOPIC_MAX}]"),
+            ))
+        } else if t.replication_factor != 1 && t.replication_factor != -1 {
+            Some((
+                code::INVALID_REPLICATION_FACTOR,
+                "replication factor must be 1 on a single node".into(),
+            ))
+        } else if !t.assignments.is_empty() {
+            Some((
+                code::INVALID_REPLICA_ASSIGNMENT,
+                "manual assignments are not supported".into(),
+            ))
+        } else if let Err(e) = &configs {
+            Some((code::INVALID_CONFIG, e.clone()))
+        } else if broker.meta.lock().await.topic(&name).is_some() {
+            Some((
+                code::TOPIC_ALREADY_EXISTS,
+                format!("topic {name:?} already exists"),
+            ))
+        } else {
+            None
+        };
+        let mut result = CreatableTopicResult::default().with_name(t.name.clone());
+        let (error_code, message, meta) = match error {
+            Some((c, m)) => (c, Some(m), None),
+            None if body.validate_only => (code::NONE, None, None),
+            None => {
+                let configs = configs.unwrap_or_default();
+                match broker.create_topic(&name, partitions, configs).await {
+                    Ok(meta) => (code::NONE, None, Some(meta)),
+                    Err(e) => (meta_error_code(&e), Some(e.to_string()), None),
+                }
+            }
+        };
+        result = result.with_error_code(error_code);
+        if v >= 1 {
+            result = result.with_error_message(message.as_deref().map(s));
+        }
+        if v >= 5 {
+            if error_code == code::NONE {
+                let overrides = meta.as_ref().map(|m| m.configs.clone()).unwrap_or_default();
+                let described = broker
+                    .defaults
+                    .describe(&overrides)
+                    .into_iter()
+                    .map(|(n, val, default)| {
+                        CreatableTopicConfigs::default()
+                            .with_name(s(&n))
+                            .with_value(Some(s(&val)))
+                            .with_config_source(if default {
+                                SOURCE_DEFAULT
+                            } else {
+                                SOURCE_DYNAMIC_TOPIC
+                            })
+                    })
+                    .collect();
+                result = result
+                    .with_num_partitions(partitions)
+                    .with_replication_factor(1)
+                    .with_configs(Some(described));
+            } else {
+                result = result.with_num_partitions(-1).with_replication_factor(-1);
+            }
+        }
+        if v >= 7 {
+            result = result.with_topic_id(meta.map(|m| m.id).unwrap_or_default());
+        }
+        results.push(result);
+    }
+    respond(req, &CreateTopicsResponse::default().with_topics(results))
+}
+
+pub async fn delete_topics<D: Disk, C: Clock>(
+    broker: &Arc<Broker<D, C>>,
+    req: &RequestFrame,
+    body: DeleteTopicsRequest,
+) -> Reply {
+    let v = req.api_version;
+    // v0-5 name topics in `topic_names`; v6 in `topics` (by name or by id).
+    let targets: Vec<(Option<String>, Uuid)> = if v >= 6 {
+        body.topics
+            .iter()
+            .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id))
+            .collect()
+    } else {
+        body.topic_names
+            .iter()
+            .map(|n| (Some(n.0.to_string()), Uuid::nil()))
+            .collect()
+    };
+    let mut responses = Vec::new();
+    for (name, id) in targets.into_iter().take(TOPICS_PER_REQUEST_MAX) {
+        let resolved = match &name {
+            Some(n) => Some(n.clone()),
+            None => broker
+                .meta
+                .lock()
+                .await
+                .topic_by_id(id)
+                .map(|t| t.name.clone()),
+        };
+        let (error_code, topic_id) = match &resolved {
+            None => (code::UNKNOWN_TOPIC_ID, id),
+            Some(n) => match broker.delete_topic(n).await {
+                Ok(meta) => (code::NONE, meta.id),
+                Err(e) => (meta_error_code(&e), id),
+            },
+        };
+        let mut r = DeletableTopicResult::default()
+            .with_name(resolved.as_deref().map(topic_name))
+            .with_error_code(error_code);
+        if v >= 6 {
+            r = r.with_topic_id(topic_id);
+        }
+        responses.push(r);
+    }
+    respond(
+        req,
+        &DeleteTopicsResponse::default().with_responses(responses),
+    )
+}
+
+pub async fn create_partitions<D: Disk, C: Clock>(
+    broker: &Arc<Broker<D, C>>,
+    req: &RequestFrame,
+    body: CreatePartitionsRequest,
+) -> Reply {
+    let mut results = Vec::new();
+    for t in body.topics.into_iter().take(TOPICS_PER_REQUEST_MAX) {
+        let name = t.name.0.to_string();
+        let current = broker.meta.lock().await.topic(&name).map(|m| m.partitions);
+        let (error_code, message) = match current {
+            None => (
+                code::UNKNOWN_TOPIC_OR_PARTITION,
+                Some(format!("unknown topic {name:?}")),
+            ),
+            Some(n) if t.count <= n => (
+                code::INVALID_PARTITIONS,
+                Some(format!("topic has {n} partitions; {} is not more", t.count)),
+            ),
+            Some(_) if t.count > PARTITIONS_PER_TOPIC_MAX => (
+                code::INVALID_PARTITIONS,
+                Some(format!("at most {PARTITIONS_PER_TOPIC_MAX}")),
+            ),
+            Some(_) if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) => (
+                code::INVALID_REPLICA_ASSIGNMENT,
+                Some("manual assignments are not supported".to_string()),
+            ),
+            Some(_) if body.validate_only => (code::NONE, None),
+            Some(_) => match broker.add_partitions(&name, t.count).await {
+                Ok(()) => (code::NONE, None),
+                Err(e) => (meta_error_code(&e), Some(e.to_string())),
+            },
+        };
+        results.push(
+            CreatePartitionsTopicResult::default()
+                .with_name(t.name)
+                .with_error_code(error_code)
+                .with_error_message(message.as_deref().map(s)),
+        );
+    }
+    respond(
+        req,
+        &CreatePartitionsResponse::default().with_results(results),
+    )
+}
+
+pub async fn init_producer_id<D: Disk, C: Clock>(
+    broker: &Arc<Broker<D, C>>,
+    req: &RequestFrame,
+    body: InitProducerIdRequest,
+) -> Reply {
+    let mut resp = InitProducerIdResponse::default().with_producer_id(ProducerId(-1));
+    resp = resp.with_producer_epoch(-1);
+    if body
+        .transactional_id
+        .as_ref()
+        .is_some_and(|t| !t.0.is_empty())
+    {
+        // Transactions are not implemented yet: say so with a retriable coordinator error
+        // rather than pretend.
+        resp = resp.with_error_code(code::COORDINATOR_NOT_AVAILABLE);
+        return respond(req, &resp);
+    }
+    let existing = body.producer_id.0;
+    if existing >= 0 && body.producer_epoch >= 0 && body.producer_epoch < i16::MAX - 1 {
+        // KIP-360: an idempotent producer re-initialising keeps its id with a bumped epoch.
+        resp = resp
+            .with_error_code(code::NONE)
+            .with_producer_id(ProducerId(existing))
+            .with_producer_epoch(body.producer_epoch + 1);
+        return respond(req, &resp);
+    }
+    let allocated = broker.meta.lock().await.allocate_producer_id().await;
+    resp = match allocated {
+        Ok(id) => resp
+            .with_error_code(code::NONE)
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(0),
+        Err(e) => {
+            tracing::error!("producer id allocation failed: {e}");
+            resp.with_error_code(code::KAFKA_STORAGE_ERROR)
+        }
+    };
+    respond(req, &resp)
+}
+
+pub async fn describe_cluster<D: Disk, C: Clock>(
+    broker: &Arc<Broker<D, C>>,
+    req: &RequestFrame,
+    _body: DescribeClusterRequest,
+) -> Reply {
+    let cluster_id = broker.meta.lock().await.cluster_id().to_string();
+    let body = DescribeClusterResponse::default()
+        .with_error_code(code::NONE)
+        .with_cluster_id(s(&cluster_id))
+        .with_controller_id(BrokerId(broker.node_id))
+        .with_brokers(vec![DescribeClusterBroker::default()
+            .with_broker_id(BrokerId(broker.node_id))
+            .with_host(s(&broker.advertised_host))
+            .with_port(broker.advertised_port)]);
+    respond(req, &body)
+}
+
+/// Kafka's `ConfigType` of a config, for DescribeConfigs v3+ (STRING 2, INT 3, LONG 5, LIST 7,
+/// BOOLEAN 1).
+fn config_type(name: &str) -> i8 {
+    match name {
+        "cleanup.policy" => 7,
+        "auto.create.topics.enable" => 1,
+        "max.message.bytes"
+        | "min.insync.replicas"
+        | "node.id"
+        | "num.partitions"
+        | "socket.request.max.bytes"
+        | "message.max.bytes" => 3,
+        n if n.ends_with(".ms") || n.ends_with(".bytes") => 5,
+        _ => 2,
+    }
+}
+
+/// The broker-level configs DescribeConfigs reports (read-only, static).
+fn broker_configs<D: Disk, C: Clock>(broker: &Broker<D, C>) -> Vec<(String, String)> {
+    let c = &broker.cfg;
+    vec![
+        ("node.id".into(), c.node_id.to_string()),
+        ("num.partitions".into(), c.num_partitions.to_string()),
+        (
+            "auto.create.topics.enable".into(),
+            c.auto_create_topics_enable.to_string(),
+        ),
+        (
+            "socket.request.max.bytes".into(),
+            c.socket_request_max_bytes.to_string(),
+        ),
+        ("message.max.bytes".into(), c.message_max_bytes.to_string()),
+        ("log.segment.bytes".into(), c.segment_bytes.to_string()),
+        ("log.roll.ms".into(), c.segment_ms.to_string()),
+        ("log.retention.ms".into(), c.retention_ms.to_string()),
+        ("log.retention.bytes".into(), c.retention_bytes.to_string()),
+        (
+            "log.message.timestamp.type".into(),
+            c.message_timestamp_type.clone(),
+        ),
+    ]
+}
+
+pub async fn describe_configs<D: Disk, C: Clock>(
+    broker: &Arc<Broker<D, C>>,
+    req: &RequestFrame,
+    body: DescribeConfigsRequest,
+) -> Reply {
+    let v = req.api_version;
+    let mut results = Vec::new();
+    for r in body.resources.into_iter().take(TOPICS_PER_REQUEST_MAX) {
+        let wanted: Option<BTreeSet<String>> = r
+            .configuration_keys
+            .as_ref()
+            .map(|k| k.iter().map(|s| s.to_string()).collect());
+        let keep = |n: &str| wanted.as_ref().is_none_or(|w| w.contains(n));
+        let name = r.resource_name.to_string();
+        let mut result = DescribeConfigsResult::default()
+            .with_resource_type(r.resource_type)
+            .with_resource_name(r.resource_name.clone());
+        let entries: Result<Vec<ConfigRow>, (i16, String)> = match r.resource_type {
+            RESOURCE_TOPIC => match broker.meta.lock().await.topic(&name) {
+                None => Err((
+                    code::UNKNOWN_TOPIC_OR_PARTITION,
+                    format!("unknown topic {name:?}"),
+                )),
+                Some(meta) => Ok(broker
+                    .defaults
+                    .describe(&meta.configs)
+                    .into_iter()
+                    .map(|(n, val, default)| {
+                        let src = if default {
+                            SOURCE_DEFAULT
+                        } else {
+                            SOURCE_DYNAMIC_TOPIC
+                        };
+                        (n, val, src, false)
+                    })
+                    .collect()),
+            },
+            RESOURCE_BROKER => {
+                if name.is_empty() || name == broker.node_id.to_string() {
+                    Ok(broker_configs(broker)
+                        .into_iter()
+                        .map(|(n, val)| (n, val, SOURCE_STATIC_BROKER, true))
+                        .collect())
+                } else {
+                    Err((code::INVALID_REQUEST, format!("unknown broker {name:?}")))
+                }
+            }
+            other => Err((
+                code::INVALID_REQUEST,
+                format!("resource type {other} not supported"),
+            )),
+        };
+        match entries {
+            Ok(entries) => {
+                let configs = entries
+                    .into_iter()
+                    .filter(|(n, ..)| keep(n))
+                    .map(|(n, val, src, read_only)| {
+                        let mut e = DescribeConfigsResourceResult::default()
+                            .with_name(s(&n))
+                            .with_value(Some(s(&val)))
+                            .with_read_only(read_only)
+                            .with_is_sensitive(false);
+                        if v >= 1 {
+                            e = e.with_config_source(src);
+                        }
+                        if v >= 3 {
+                            e = e.with_config_type(config_type(&n));
+                        }
+                        e
+                    })
+                    .collect();
+                result = result.with_error_code(code::NONE).with_configs(configs);
+            }
+            Err((c, m)) => {
+                result = result.with_error_code(c).with_error_message(Some(s(&m)));
+            }
+        }
+        results.push(result);
+    }
+    respond(
+        req,
+        &DescribeConfigsResponse::default().with_results(results),
+    )
+}
+
+/// Applies a new full override map to a topic (validate_only = check only).
+async fn alter_topic<D: Disk, C: Clock>(
+    broker: &Arc<Broker<D, C>>,
+    name: &str,
+    compute: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, String>,
+    validate_only: bool,
+) -> (i16, Option<String>) {
+    let current = broker
+        .meta
+        .lock()
+        .await
+        .topic(name)
+        .map(|m| m.configs.clone());
+    let Some(current) = current else {
+        return (
+            code::UNKNOWN_TOPIC_OR_PARTITION,
+            Some(format!("unknown topic {name:?}")),
+        );
+    };
+    let next = match compute(&current) {
+        Ok(n) => n,
+        Err(m) => return (code::INVALID_CONFIG, Some(m)),
+    };
+    if let Err(e) = validate_overrides(&next) {
+        return (code::INVALID_CONFIG, Some(e.0));
+    }
+    if validate_only {
+        return (code::NONE, None);
+    }
+    match broker.set_topic_configs(name, next).await {
+        Ok(()) => (code::NONE, None),
+        Err(e) => (meta_error_code(&e), Some(e.to_string())),
+    }
+}
+
+pub async fn alter_configs<D: Disk, C: Clock>(
+    broker: &Arc<Broker<D, C>>,
+    req: &RequestFrame,
+    body: AlterConfigsRequest,
+) -> Reply {
+    let mut responses = Vec::new();
+    for r in body.resources.into_iter().take(TOPICS_PER_REQUEST_MAX) {
+        let name = r.resource_name.to_string();
+        let (error_code, message) = if r.resource_type != RESOURCE_TOPIC {
+            (
+                code::INVALID_REQUEST,
+                Some("only topic configs can be altered".to_string()),
+            )
+        } else {
+            // AlterConfigs replaces the whole override set.
+            let entries: Vec<(String, Option<String>)> = r
+                .configs
+                .iter()
+                .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
+                .collect();
+            let compute = move |_: &BTreeMap<String, String>| {
+                config_map(entries.iter().map(|(n, v)| (n.as_str(), v.as_deref())))
+            };
+            alter_topic(broker, &name, compute, body.validate_only).await
+        };
+        responses.push(
+            alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_error_code(error_code)
+                .with_error_message(message.as_deref().map(s))
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name),
+        );
+    }
+    respond(
+        req,
+        &AlterConfigsResponse::default().with_responses(responses),
+    )
+}
+
+pub async fn incremental_alter_configs<D: Disk, C: Clock>(
+    broker: &Arc<Broker<D, C>>,
+    req: &RequestFrame,
+    body: IncrementalAlterConfigsRequest,
+) -> Reply {
+    let mut responses = Vec::new();
+    for r in body.resources.into_iter().take(TOPICS_PER_REQUEST_MAX) {
+        let name = r.resource_name.to_string();
+        let (error_code, message) = if r.resource_type != RESOURCE_TOPIC {
+            (
+                code::INVALID_REQUEST,
+                Some("only topic configs can be altered".to_string()),
+            )
+        } else {
+            let ops: Vec<(String, i8, Option<String>)> = r
+                .configs
+                .iter()
+                .map(|c| {
+                    (
+                        c.name.to_string(),
+                        c.config_operation,
+                        c.value.as_ref().map(|v| v.to_string()),
+                    )
+                })
+                .collect();
+            let compute = move |current: &BTreeMap<String, String>| {
+                let mut next = current.clone();
+                for (n, op, value) in ops {
+                    if !TOPIC_CONFIG_NAMES.contains(&n.as_str()) {
+                        return Err(format!("unknown topic config {n:?}"));
+                    }
+                    match (op, value) {
+                        // SET
+                        (0, Some(v)) => {
+                            next.insert(n, v);
+                        }
+                        // DELETE (back to the default)
+                        (1, _) => {
+                            next.remove(&n);
+                        }
+                        (0, None) => return Err(format!("SET {n} without a value")),
+                        // APPEND / SUBTRACT apply to list configs; none of ours is a list
+                        // except cleanup.policy, kept simple: refuse.
+                        (op, _) => return Err(format!("operation {op} not supported for {n}")),
+                    }
+                }
+                Ok(next)
+            };
+            alter_topic(broker, &name, compute, body.validate_only).await
+        };
+        responses.push(
+            incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_error_code(error_code)
+                .with_error_message(message.as_deref().map(s))
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name),
+        );
+    }
+    respond(
+        req,
+        &IncrementalAlterConfigsResponse::default().with_responses(responses),
+    )
+}

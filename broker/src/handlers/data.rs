@@ -1,0 +1,448 @@
+//! Handlers for the data path: Produce (acks 0/1/-1, answered after group commit under policy
+//! `fsync`), Fetch (long poll woken by high-watermark advances, stored batches returned as
+//! stored), ListOffsets, DeleteRecords and OffsetForLeaderEpoch.
+//! Never decodes individual records and never busy-polls.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::*;
+use samsa_net::batch::{split_batches, validate_records, BatchBounds};
+use samsa_net::Clock;
+use samsa_storage::Disk;
+use uuid::Uuid;
+
+use super::{code, encode, respond, topic_name, Reply};
+use crate::broker::Broker;
+use crate::group_commit::Outcome;
+use crate::topic_config::FlushPolicy;
+use crate::wire::RequestFrame;
+
+/// Most topics/partitions one data request may name.
+pub const PARTITIONS_PER_REQUEST_MAX: usize = 100_000;
+/// Largest Fetch response body we assemble, whatever the client asks for.
+pub const FETCH_RESPONSE_BYTES_MAX: usize = 64 << 20;
+/// Longest long poll honoured.
+pub const FETCH_WAIT_MS_MAX: i32 = 60_000;
+const _: () = assert!(FETCH_RESPONSE_BYTES_MAX <= i32::MAX as usize);
+
+pub async fn produce<D: Disk, C: Clock>(
+    broker: &Arc<Broker<D, C>>,
+    req: &RequestFrame,
+    body: ProduceRequest,
+) -> Reply {
+    let acks = body.acks;
+    let now_ms = broker.clock.now_ms();
+    let acks_valid = (-1..=1).contains(&acks);
+    let ack_early = broker.hooks.mutant("ack_before_fsync");
+    let mut responses = Vec::new();
+    // (topic index, partition index, receiver) for answers that wait on a sync.
+    let mut waits = Vec::new();
+    let mut budget = PARTITIONS_PER_REQUEST_MAX;
+    for topic in body.topic_data {
+        let name = topic.name.0.to_string();
+        let mut partitions = Vec::new();
+        for pd in topic.partition_data {
+            if budget == 0 {
+                break;
+            }
+            budget -= 1;
+            let mut r = PartitionProduceResponse::default()
+                .with_index(pd.index)
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(-1);
+            let partition = broker.partition(&name, pd.index);
+            let outcome = if !acks_valid {
+                Err(code::INVALID_REQUIRED_ACKS)
+            } else {
+                match (&partition, pd.records) {
+                    (None, _) => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
+                    (Some(_), None) => Err(code::CORRUPT_MESSAGE),
+                    (Some(p), Some(records)) => {
+                        let config = p.config();
+                        match validate_produce(&records, config.max_message_bytes, config.compact) {
+                            Ok(()) => p.append(records, now_ms).await,
+                            Err(c) => Err(c),
+                        }
+                    }
+                }
+            };
+            match outcome {
+                Ok(a) => {
+                    r = r
+                        .with_error_code(code::NONE)
+                        .with_base_offset(a.base_offset)
+                        .with_log_append_time_ms(a.log_append_time_ms)
+                        .with_log_start_offset(a.log_start_offset);
+                    if let Some(p) = &partition {
+                        let fsync = p.config().flush_policy == FlushPolicy::Fsync;
+                        if acks != 0 && fsync && !ack_early {
+                            waits.push((
+                                responses.len(),
+                                partitions.len(),
+                                p.wait_durable(a.end_offset),
+                            ));
+                        }
+                    }
+                }
+                Err(c) => r = r.with_error_code(c),
+            }
+            partitions.push(r);
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic_name(&name))
+                .with_partition_responses(partitions),
+        );
+    }
+    if acks == 0 && acks_valid {
+        // acks=0: the client expects no response at all.
+        return Reply::Now(None);
+    }
+    let response = ProduceResponse::default()
+        .with_responses(responses)
+        .with_throttle_time_ms(0);
+    if waits.is_empty() {
+        return respond(req, &response);
+    }
+    let req = req.clone();
+    Reply::Later(Box::pin(async move {
+        let mut response = response;
+        for (t, p, rx) in waits {
+            let outcome = rx.await.unwrap_or(Outcome::Failed);
+            let error = match outcome {
+                Outcome::Durable => continue,
+                Outcome::Failed => code::KAFKA_STORAGE_ERROR,
+                Outcome::Refused => code::REQUEST_TIMED_OUT,
+            };
+            if let Some(r) = response
+                .responses
+                .get_mut(t)
+                .and_then(|t| t.partition_responses.get_mut(p))
+            {
+                r.error_code = error;
+                r.base_offset = -1;
+            }
+        }
+        encode(&req, &response)
+    }))
+}
+
+/// Splits and validates produce input for one partition: batch length, size against
+/// `max.message.bytes`, magic, CRC-32C, record count, record framing, and keys on compacted
+/// topics. Each failure maps to the error code Kafka gives.
+fn validate_produce(records: &[u8], max_message_bytes: i64, compact: bool) -> Result<(), i16> {
+    let max = usize::try_from(max_message_bytes).unwrap_or(0);
+    let bounds = BatchBounds::with_max_batch_bytes(max);
+    let batches = split_batches(records, &bounds).map_err(|e| e.error_code())?;
+    for (range, header) in &batches {
+        validate_records(&records[range.clone()], header, compact, &bounds)
+            .map_err(|e| e.error_code())?;
+    }
+    Ok(())
+}
+
+/// One partition a Fetch asks for.
+#[derive(Clone)]
+struct FetchTarget {
+    partition: i32,
+    fetch_offset: i64,
+    partition_max_bytes: i32,
+}
+
+#[derive(Clone)]
+struct FetchTopicTarget {
+    name: Option<String>,
+    id: Uuid,
+    partitions: Vec<FetchTarget>,
+}
+
+/// Reads every target once; returns the response and how many record bytes it holds.
+async fn fetch_once<D: Disk, C: Clock>(
+    broker: &Broker<D, C>,
+    version: i16,
+    topics: &[FetchTopicTarget],
+    max_bytes: usize,
+) -> (FetchResponse, usize) {
+    let mut total = 0usize;
+    let mut responses = Vec::new();
+    for t in topics {
+        let name = match &t.name {
+            Some(n) => Some(n.clone()),
+            None => broker
+                .meta
+                .lock()
+                .await
+                .topic_by_id(t.id)
+                .map(|m| m.name.clone()),
+        };
+        let mut parts = Vec::new();
+        for target in &t.partitions {
+            let mut pd = FetchPartitionData::default()
+                .with_partition_index(target.partition)
+                .with_high_watermark(-1)
+                .with_last_stable_offset(-1)
+                .with_log_start_offset(-1)
+                .with_records(Some(Bytes::new()));
+            let partition = name
+                .as_ref()
+                .and_then(|n| broker.partition(n, target.partition));
+            match partition {
+                None => {
+                    let c = if name.is_none() && version >= 13 {
+                        code::UNKNOWN_TOPIC_ID
+                    } else {
+                        code::UNKNOWN_TOPIC_OR_PARTITION
+                    };
+                    pd = pd.with_error_code(c);
+                }
+                Some(p) => {
+                    let remaining = max_bytes.saturating_sub(total);
+                    let limit = (target.partition_max_bytes.max(0) as usize).min(remaining);
+                    let hw = p.high_watermark();
+                    pd = pd
+                        .with_high_watermark(hw)
+                        .with_last_stable_offset(hw)
+                        .with_log_start_offset(p.log_start_offset().await);
+                    // KIP-74: the first batch is returned whole even beyond the limits, so a
+                    // consumer can always make progress.
+                    match p.read(target.fetch_offset, limit, total == 0).await {
+                        Ok(records) => {
+                            total += records.len();
+                            pd = pd.with_error_code(code::NONE).with_records(Some(records));
+                        }
+                        Err(c) => pd = pd.with_error_code(c),
+                    }
+                }
+            }
+            parts.push(pd);
+        }
+        let mut topic = FetchableTopicResponse::default().with_partitions(parts);
+        if version >= 13 {
+            topic = topic.with_topic_id(t.id);
+        } else {
+            topic = topic.with_topic(topic_name(t.name.as_deref().unwrap_or("")));
+        }
+        responses.push(topic);
+    }
+    let response = FetchResponse::default()
+        .with_throttle_time_ms(0)
+        .with_error_code(code::NONE)
+        .with_session_id(0)
+        .with_responses(responses);
+    (response, total)
+}
+
+type FetchPartitionData = fetch_response::PartitionData;
+
+pub async fn fetch<D: Disk, C: Clock>(
+    broker: &Arc<Broker<D, C>>,
+    req: &RequestFrame,
+    body: FetchRequest,
+) -> Reply {
+    let version = req.api_version;
+    let mut budget = PARTITIONS_PER_REQUEST_MAX;
+    let topics: Vec<FetchTopicTarget> = body
+        .topics
+        .iter()
+        .map(|t| FetchTopicTarget {
+            name: if version >= 13 {
+                None
+            } else {
+                Some(t.topic.0.to_string())
+            },
+            id: t.topic_id,
+            partitions: t
+                .partitions
+                .iter()
+                .take_while(|_| {
+                    let more = budget > 0;
+                    budget = budget.saturating_sub(1);
+                    more
+                })
+                .map(|p| FetchTarget {
+                    partition: p.partition,
+                    fetch_offset: p.fetch_offset,
+                    partition_max_bytes: p.partition_max_bytes,
+                })
+                .collect(),
+        })
+        .collect();
+    let max_bytes = if version >= 3 {
+        (body.max_bytes.max(0) as usize).min(FETCH_RESPONSE_BYTES_MAX)
+    } else {
+        FETCH_RESPONSE_BYTES_MAX
+    };
+    let min_bytes = body.min_bytes.max(0) as usize;
+    let wait_ms = body.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX) as u64;
+    // The deadline starts now, not when the writer gets to this reply.
+    let deadline = tokio::time::sleep(Duration::from_millis(wait_ms));
+    let (response, total) = fetch_once(broker, version, &topics, max_bytes).await;
+    if total >= min_bytes || wait_ms == 0 {
+        return respond(req, &response);
+    }
+    let broker = broker.clone();
+    let req = req.clone();
+    let mut stopping = broker.stopping.subscribe();
+    Reply::Later(Box::pin(async move {
+        tokio::pin!(deadline);
+        loop {
+            let notified = broker.data_arrived.notified();
+            tokio::pin!(notified);
+            // Register before re-checking so an advance between the two is not missed.
+            notified.as_mut().enable();
+            let (response, total) = fetch_once(&broker, version, &topics, max_bytes).await;
+            if total >= min_bytes {
+                return encode(&req, &response);
+            }
+            tokio::select! {
+                biased;
+                // (The watch guard must not live in the select output: it is not Send.)
+                () = async { let _ = stopping.wait_for(|s| *s).await; } => {
+                    return encode(&req, &response);
+                }
+                () = &mut deadline => {
+                    let (response, _) = fetch_once(&broker, version, &topics, max_bytes).await;
+                    return encode(&req, &response);
+                }
+                () = notified => {}
+            }
+        }
+    }))
+}
+
+pub async fn list_offsets<D: Disk, C: Clock>(
+    broker: &Arc<Broker<D, C>>,
+    req: &RequestFrame,
+    body: ListOffsetsRequest,
+) -> Reply {
+    let v = req.api_version;
+    let mut topics = Vec::new();
+    for t in body.topics.into_iter().take(PARTITIONS_PER_REQUEST_MAX) {
+        let name = t.name.0.to_string();
+        let mut parts = Vec::new();
+        for p in t.partitions.into_iter().take(PARTITIONS_PER_REQUEST_MAX) {
+            let mut r = ListOffsetsPartitionResponse::default()
+                .with_partition_index(p.partition_index)
+                .with_timestamp(-1)
+                .with_offset(-1);
+            if v >= 4 {
+                r = r.with_leader_epoch(0);
+            }
+            let result = match broker.partition(&name, p.partition_index) {
+                None => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
+                Some(part) => match p.timestamp {
+                    -1 => Ok(Some((part.high_watermark(), -1))),
+                    -2 | -4 => Ok(Some((part.log_start_offset().await, -1))),
+                    -3 => part.max_timestamp().await,
+                    ts if ts >= 0 => part.offset_for_time(ts).await,
+                    _ => Err(code::INVALID_REQUEST),
+                },
+            };
+            r = match result {
+                Ok(Some((offset, ts))) => r
+                    .with_error_code(code::NONE)
+                    .with_offset(offset)
+                    .with_timestamp(ts),
+                Ok(None) => r.with_error_code(code::NONE),
+                Err(c) => r.with_error_code(c),
+            };
+            parts.push(r);
+        }
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(topic_name(&name))
+                .with_partitions(parts),
+        );
+    }
+    respond(req, &ListOffsetsResponse::default().with_topics(topics))
+}
+
+pub async fn delete_records<D: Disk, C: Clock>(
+    broker: &Arc<Broker<D, C>>,
+    req: &RequestFrame,
+    body: DeleteRecordsRequest,
+) -> Reply {
+    let mut topics = Vec::new();
+    for t in body.topics.into_iter().take(PARTITIONS_PER_REQUEST_MAX) {
+        let name = t.name.0.to_string();
+        let mut parts = Vec::new();
+        for p in t.partitions.into_iter().take(PARTITIONS_PER_REQUEST_MAX) {
+            let r = DeleteRecordsPartitionResult::default()
+                .with_partition_index(p.partition_index)
+                .with_low_watermark(-1);
+            let result = match broker.partition(&name, p.partition_index) {
+                None => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
+                Some(part) => {
+                    let hw = part.high_watermark();
+                    let before = if p.offset == -1 { hw } else { p.offset };
+                    if before < 0 || before > hw {
+                        Err(code::OFFSET_OUT_OF_RANGE)
+                    } else {
+                        part.delete_records(before).await
+                    }
+                }
+            };
+            parts.push(match result {
+                Ok(low) => r.with_error_code(code::NONE).with_low_watermark(low),
+                Err(c) => r.with_error_code(c),
+            });
+        }
+        topics.push(
+            DeleteRecordsTopicResult::default()
+                .with_name(topic_name(&name))
+                .with_partitions(parts),
+        );
+    }
+    respond(req, &DeleteRecordsResponse::default().with_topics(topics))
+}
+
+pub async fn offset_for_leader_epoch<D: Disk, C: Clock>(
+    broker: &Arc<Broker<D, C>>,
+    req: &RequestFrame,
+    body: OffsetForLeaderEpochRequest,
+) -> Reply {
+    let mut topics = Vec::new();
+    for t in body.topics.into_iter().take(PARTITIONS_PER_REQUEST_MAX) {
+        let name = t.topic.0.to_string();
+        let mut parts = Vec::new();
+        for p in t.partitions.into_iter().take(PARTITIONS_PER_REQUEST_MAX) {
+            let mut r = EpochEndOffset::default()
+                .with_partition(p.partition)
+                .with_leader_epoch(-1)
+                .with_end_offset(-1);
+            r = match broker.partition(&name, p.partition) {
+                None => r.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION),
+                // A single node has only ever had leader epoch 0.
+                Some(part) if p.leader_epoch == 0 => r
+                    .with_error_code(code::NONE)
+                    .with_leader_epoch(0)
+                    .with_end_offset(part.high_watermark()),
+                Some(_) => r.with_error_code(code::NONE),
+            };
+            parts.push(r);
+        }
+        topics.push(
+            OffsetForLeaderTopicResult::default()
+                .with_topic(topic_name(&name))
+                .with_partitions(parts),
+        );
+    }
+    respond(
+        req,
+        &OffsetForLeaderEpochResponse::default().with_topics(topics),
+    )
+}

@@ -1,0 +1,442 @@
+//! `Partition`: one open partition on this node: its log (samsa-storage `PartitionLog`), its
+//! group-commit core and the requests waiting on it. Executes the core's `Sync` effects (a flush
+//! plan run without holding the log, so appends go on meanwhile) and delivers its `Reply`
+//! effects; wakes Fetch long polls when the high watermark advances.
+//! Never acknowledges a produce after a failed sync, and never serves bytes that failed a CRC.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use samsa_net::error::code;
+use samsa_net::Hooks;
+use samsa_storage::{execute_flush, Disk, LogConfig, LogError, PartitionLog, TimestampType};
+use tokio::sync::{oneshot, Notify};
+use uuid::Uuid;
+
+use crate::group_commit::{Effect, Event, GroupCommit, Outcome, WaiterId};
+use crate::topic_config::{FlushPolicy, TopicConfig};
+
+/// The leader epoch written into every batch: a single node has only ever had epoch 0.
+pub const LEADER_EPOCH: i32 = 0;
+/// Bytes between two offset-index entries.
+pub const INDEX_INTERVAL_BYTES: u64 = 4096;
+
+/// What a successful append reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub base_offset: i64,
+    /// Next offset after the appended batches.
+    pub end_offset: i64,
+    pub log_append_time_ms: i64,
+    pub log_start_offset: i64,
+}
+
+/// Longest directory name created (the common file-system limit on one path component).
+pub const DIR_NAME_BYTES_MAX: usize = 255;
+
+/// `name-index.topicid`: Kafka's `name-index` plus the topic id, so a topic deleted and created
+/// again under the same name never meets files left by the old one. Names too long for one path
+/// component (topic names may have 249 bytes) use `topicid-index` alone.
+pub fn partition_dir(topic: &str, index: i32, topic_id: Uuid) -> String {
+    let readable = format!("{topic}-{index}.{}", topic_id.simple());
+    if readable.len() <= DIR_NAME_BYTES_MAX {
+        readable
+    } else {
+        format!("{}-{index}", topic_id.simple())
+    }
+}
+
+/// The topic id (32 hex digits) in a directory name made by `partition_dir`, if it is one.
+pub fn dir_topic_id(name: &str) -> Option<String> {
+    let hex32 = |s: &str| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if let Some((head, id)) = name.rsplit_once('.') {
+        if hex32(id) && head.rsplit_once('-').is_some_and(|(_, i)| digits(i)) {
+            return Some(id.to_string());
+        }
+    }
+    let (id, index) = name.rsplit_once('-')?;
+    (hex32(id) && digits(index)).then(|| id.to_string())
+}
+
+fn log_config(config: &TopicConfig, hooks: &Hooks) -> LogConfig {
+    LogConfig {
+        segment_bytes: u64::try_from(config.segment_bytes).unwrap_or(1 << 30),
+        segment_ms: config.segment_ms,
+        retention_ms: config.retention_ms,
+        retention_bytes: config.retention_bytes,
+        index_interval_bytes: INDEX_INTERVAL_BYTES,
+        max_message_bytes: usize::try_from(config.max_message_bytes).unwrap_or(0),
+        message_timestamp_type: if config.log_append_time {
+            TimestampType::LogAppendTime
+        } else {
+            TimestampType::CreateTime
+        },
+        hooks: hooks.clone(),
+    }
+}
+
+struct Commit {
+    core: GroupCommit,
+    next_waiter: WaiterId,
+    waiters: BTreeMap<WaiterId, oneshot::Sender<Outcome>>,
+    /// Clock reading of the last interval tick that asked for a sync (policy `interval`).
+    last_interval_sync_ms: i64,
+}
+
+pub struct Partition<D: Disk> {
+    pub topic: String,
+    pub topic_id: Uuid,
+    pub index: i32,
+    /// Directory of the partition's files under the data dir.
+    pub dir: String,
+    disk: D,
+    hooks: Hooks,
+    config: Mutex<TopicConfig>,
+    log: tokio::sync::Mutex<PartitionLog<D>>,
+    commit: Mutex<Commit>,
+    data_arrived: Arc<Notify>,
+}
+
+impl<D: Disk> Partition<D> {
+    /// Opens and recovers the partition's log; anything recovered but not yet synced is synced
+    /// before the partition serves, so the recovered end is the durable end.
+    pub async fn open(
+        disk: D,
+        hooks: Hooks,
+        topic: &str,
+        topic_id: Uuid,
+        index: i32,
+        config: TopicConfig,
+        data_arrived: Arc<Notify>,
+    ) -> Result<Partition<D>, String> {
+        let dir = partition_dir(topic, index, topic_id);
+        let (mut log, report) = PartitionLog::open(disk.clone(), &dir, log_config(&config, &hooks))
+            .await
+            .map_err(|e| format!("{dir}: {e}"))?;
+        if !report.corrupt_ranges.is_empty() {
+            tracing::error!(
+                dir,
+                ranges = ?report.corrupt_ranges,
+                "corrupt ranges in sealed segments: they will not be served"
+            );
+        }
+        if report.bytes_truncated > 0 {
+            tracing::warn!(
+                dir,
+                bytes = report.bytes_truncated,
+                "truncated a torn log tail"
+            );
+        }
+        let durable_end = log.flush().await.map_err(|e| format!("{dir}: {e}"))?;
+        let eager = config.flush_policy == FlushPolicy::Fsync;
+        Ok(Partition {
+            topic: topic.to_string(),
+            topic_id,
+            index,
+            dir,
+            disk,
+            hooks,
+            config: Mutex::new(config),
+            log: tokio::sync::Mutex::new(log),
+            commit: Mutex::new(Commit {
+                core: GroupCommit::new(eager, durable_end),
+                next_waiter: 0,
+                waiters: BTreeMap::new(),
+                last_interval_sync_ms: i64::MIN,
+            }),
+            data_arrived,
+        })
+    }
+
+    fn lock_commit(&self) -> std::sync::MutexGuard<'_, Commit> {
+        self.commit.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn config(&self) -> TopicConfig {
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Applies new topic configs to the live partition.
+    pub async fn set_config(&self, config: TopicConfig) {
+        let eager = config.flush_policy == FlushPolicy::Fsync;
+        self.log
+            .lock()
+            .await
+            .set_config(log_config(&config, &self.hooks));
+        *self.config.lock().unwrap_or_else(|p| p.into_inner()) = config;
+        self.lock_commit().core.set_eager(eager);
+    }
+
+    /// The offset consumers may read up to. Under `fsync` only synced data is exposed, so a
+    /// consumer never sees a record that a crash could take back.
+    pub fn high_watermark(&self) -> i64 {
+        let fsync = self.config().flush_policy == FlushPolicy::Fsync;
+        let c = self.lock_commit();
+        if fsync {
+            c.core.durable_end()
+        } else {
+            c.core.appended_end()
+        }
+    }
+
+    pub async fn log_start_offset(&self) -> i64 {
+        self.log.lock().await.log_start_offset()
+    }
+
+    pub fn is_failed(&self) -> bool {
+        self.lock_commit().core.is_failed()
+    }
+
+    /// Appends validated batches (the producer's bytes; offsets are patched in place).
+    pub async fn append(self: &Arc<Self>, records: Bytes, now_ms: i64) -> Result<Appended, i16> {
+        if self.is_failed() {
+            return Err(code::KAFKA_STORAGE_ERROR);
+        }
+        let batches = BytesMut::from(&records[..]);
+        let info = {
+            let mut log = self.log.lock().await;
+            log.append(batches, now_ms, LEADER_EPOCH).await
+        };
+        let info = match info {
+            Ok(info) => info,
+            Err(e) => {
+                if !matches!(e, LogError::Producer(_)) {
+                    tracing::warn!(dir = %self.dir, "append failed: {e}");
+                }
+                return Err(e.error_code());
+            }
+        };
+        let end_offset = info.last_offset + 1;
+        let mut effects = Vec::new();
+        self.lock_commit()
+            .core
+            .step(Event::Appended { end_offset }, &mut effects);
+        self.run_effects(effects);
+        if self.config().flush_policy != FlushPolicy::Fsync {
+            // Without fsync the high watermark is the log end: wake long polls now.
+            self.data_arrived.notify_waiters();
+        }
+        Ok(Appended {
+            base_offset: info.base_offset,
+            end_offset,
+            log_append_time_ms: info.log_append_time,
+            log_start_offset: info.log_start_offset,
+        })
+    }
+
+    /// Resolves once everything below `end_offset` is durable (or the partition failed).
+    pub fn wait_durable(self: &Arc<Self>, end_offset: i64) -> oneshot::Receiver<Outcome> {
+        let (tx, rx) = oneshot::channel();
+        let mut effects = Vec::new();
+        {
+            let mut c = self.lock_commit();
+            let waiter = c.next_waiter;
+            c.next_waiter += 1;
+            c.waiters.insert(waiter, tx);
+            c.core
+                .step(Event::Wait { waiter, end_offset }, &mut effects);
+        }
+        self.run_effects(effects);
+        rx
+    }
+
+    /// Executes the core's effects: replies go to their waiters, syncs run as a task.
+    fn run_effects(self: &Arc<Self>, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Reply { waiter, outcome } => {
+                    let tx = self.lock_commit().waiters.remove(&waiter);
+                    if let Some(tx) = tx {
+                        let _ = tx.send(outcome);
+                    }
+                }
+                Effect::Sync { up_to } => {
+                    let me = self.clone();
+                    tokio::spawn(async move { me.sync(up_to).await });
+                }
+            }
+        }
+    }
+
+    /// One group-commit sync: take the plan under the log lock, run it without the lock (appends
+    /// continue and are covered by the next sync), then feed the result back.
+    async fn sync(self: Arc<Self>, up_to: i64) {
+        let plan = self.log.lock().await.flush_plan();
+        let result = match plan {
+            None => {
+                let log = self.log.lock().await;
+                if log.is_failed() {
+                    Err("log failed".to_string())
+                } else {
+                    Ok(log.durable_end_offset())
+                }
+            }
+            Some(plan) => {
+                let executed = execute_flush(&self.disk, &plan).await;
+                let mut log = self.log.lock().await;
+                log.flush_done(&plan, executed).map_err(|e| e.to_string())
+            }
+        };
+        let mut effects = Vec::new();
+        {
+            let mut c = self.lock_commit();
+            match &result {
+                Ok(durable) => c.core.step(
+                    Event::SyncDone {
+                        end_offset: (*durable).max(0),
+                    },
+                    &mut effects,
+                ),
+                Err(e) => {
+                    tracing::error!(
+                        dir = %self.dir, up_to,
+                        "fsync failed; the partition now refuses writes: {e}"
+                    );
+                    c.core.step(Event::SyncFailed, &mut effects)
+                }
+            }
+        }
+        self.run_effects(effects);
+        self.data_arrived.notify_waiters();
+    }
+
+    /// Policy `interval`: sync when `flush.interval.ms` elapsed and something is dirty.
+    pub fn interval_tick(self: &Arc<Self>, now_ms: i64) {
+        let config = self.config();
+        if config.flush_policy != FlushPolicy::Interval {
+            return;
+        }
+        let mut effects = Vec::new();
+        {
+            let mut c = self.lock_commit();
+            // A clock that jumps backwards must not stop syncing: treat it as due.
+            let since = now_ms.saturating_sub(c.last_interval_sync_ms);
+            if since >= config.flush_interval_ms || since < 0 {
+                c.last_interval_sync_ms = now_ms;
+                c.core.step(Event::Tick, &mut effects);
+            }
+        }
+        self.run_effects(effects);
+    }
+
+    /// Deletes whole old segments past `retention.ms` / `retention.bytes`.
+    pub async fn enforce_retention(&self, now_ms: i64) {
+        let result = self.log.lock().await.apply_retention(now_ms).await;
+        match result {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(dir = %self.dir, segments = n, "retention deleted segments"),
+            Err(e) => tracing::warn!(dir = %self.dir, "retention failed: {e}"),
+        }
+    }
+
+    /// Whole stored batches from `offset`, below the high watermark, up to `max_bytes`; the
+    /// first batch is returned whole even beyond `max_bytes` when `min_one` (KIP-74).
+    pub async fn read(&self, offset: i64, max_bytes: usize, min_one: bool) -> Result<Bytes, i16> {
+        let hw = self.high_watermark();
+        if !min_one && max_bytes == 0 {
+            return Ok(Bytes::new());
+        }
+        let read = self
+            .log
+            .lock()
+            .await
+            .read(offset, max_bytes, Some(hw))
+            .await;
+        match read {
+            Ok(r) if !min_one && r.bytes.len() > max_bytes => Ok(Bytes::new()),
+            Ok(r) => Ok(r.bytes),
+            Err(e) => {
+                if !matches!(e, LogError::OffsetOutOfRange { .. }) {
+                    tracing::warn!(dir = %self.dir, offset, "read failed: {e}");
+                }
+                Err(e.error_code())
+            }
+        }
+    }
+
+    /// First offset whose batch max timestamp is >= `timestamp_ms`, with that timestamp.
+    pub async fn offset_for_time(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>, i16> {
+        let found = self
+            .log
+            .lock()
+            .await
+            .offset_for_timestamp(timestamp_ms)
+            .await;
+        let hw = self.high_watermark();
+        match found {
+            Ok(Some((offset, ts))) if offset < hw => Ok(Some((offset, ts))),
+            Ok(_) => Ok(None),
+            Err(e) => Err(e.error_code()),
+        }
+    }
+
+    /// Offset and timestamp of the batch with the largest timestamp (KIP-734).
+    pub async fn max_timestamp(&self) -> Result<Option<(i64, i64)>, i16> {
+        let found = self.log.lock().await.max_timestamp_offset();
+        let hw = self.high_watermark();
+        Ok(found.filter(|(offset, _)| *offset < hw))
+    }
+
+    /// DeleteRecords: moves the log start offset to `before`; returns the new log start.
+    pub async fn delete_records(&self, before: i64) -> Result<i64, i16> {
+        let result = self.log.lock().await.delete_records_before(before).await;
+        result.map_err(|e| e.error_code())
+    }
+
+    /// Clean shutdown: flush and sync everything (every policy).
+    pub async fn close(&self) {
+        let result = self.log.lock().await.flush().await;
+        if let Err(e) = result {
+            tracing::error!(dir = %self.dir, "final flush failed: {e}");
+        }
+    }
+
+    /// Removes the partition's files (topic deleted). Failures are logged: the metadata delete
+    /// is already durable, and the directory name carries the topic id, so a leftover never
+    /// resurfaces under a re-created topic of the same name.
+    pub async fn delete(&self) {
+        let dir = self.dir.clone();
+        let _log = self.log.lock().await;
+        let result = async {
+            for name in self.disk.list(&dir).await? {
+                self.disk.remove(&format!("{dir}/{name}")).await?;
+            }
+            self.disk.remove(&dir).await?;
+            self.disk.sync_dir("").await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(dir, "removing a deleted partition's files failed: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_dirs_fit_one_path_component_and_differ_per_topic_id() {
+        let id = Uuid::from_u128(1);
+        assert_eq!(partition_dir("t", 3, id), format!("t-3.{}", id.simple()));
+        let long = "x".repeat(249);
+        let dir = partition_dir(&long, 9999, id);
+        assert!(dir.len() <= DIR_NAME_BYTES_MAX, "{}", dir.len());
+        assert_eq!(dir_topic_id(&dir), Some(id.simple().to_string()));
+        assert_eq!(
+            dir_topic_id(&partition_dir("a.b-c", 2, id)),
+            Some(id.simple().to_string())
+        );
+        assert_eq!(dir_topic_id("meta"), None);
+        assert_eq!(dir_topic_id("notes.txt"), None);
+        assert_ne!(
+            partition_dir("t", 0, id),
+            partition_dir("t", 0, Uuid::from_u128(2))
+        );
+    }
+}

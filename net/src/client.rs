@@ -1,1 +1,0 @@
-//! Pure-Rust Kafka client over `Net` (client helper).

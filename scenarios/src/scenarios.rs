@@ -1,0 +1,160 @@
+//! The single-node scenarios and their fault atlases. Each `options` function draws a whole run
+//! configuration from the seed (swarm testing: faults are often switched off entirely so the
+//! others dominate). The atlas of each scenario says which faults may appear so that every seed
+//! stays recoverable in principle; a fault outside it is never drawn.
+//! Never draws from anything but the `Seed` it is handed.
+
+use samsa_sim::chaos::ChaosConfig;
+use samsa_sim::disk::DiskFaults;
+use samsa_sim::seed::Seed;
+
+use crate::{Scenario, SimOptions};
+
+const SAFETY_CHECKS: &[&str] = &[
+    "no_panic",
+    "acked_durable",
+    "offsets_unique",
+    "no_duplicates",
+    "reads_valid",
+    "poll_monotonic",
+    "producer_order",
+    "hw_bounded",
+    "idempotent_retry",
+    "liveness",
+];
+
+pub const ALL: &[Scenario] = &[
+    Scenario {
+        name: "single_durability",
+        about: "producers acks=-1 (idempotent or not), crash/restart with power loss, disk and \
+                clock faults; atlas: no bit flips (at rest or on read), no wipe",
+        options: single_durability,
+        checks: SAFETY_CHECKS,
+    },
+    Scenario {
+        name: "single_torn_tail",
+        about: "frequent power loss during writes: lost, reordered and torn unsynced writes; \
+                recovery must keep every acked record and drop only the torn tail",
+        options: single_torn_tail,
+        checks: SAFETY_CHECKS,
+    },
+    Scenario {
+        name: "single_corruption",
+        about: "bit flips at rest and on read: never wrong data (an error or the right bytes); \
+                acked loss allowed only in ranges the broker reported corrupt",
+        options: single_corruption,
+        // Every check: a flip the broker detects must surface as an error (which excuses the
+        // range in `acked_durable`), never as silent truncation or offset reuse.
+        checks: SAFETY_CHECKS,
+    },
+    Scenario {
+        name: "single_net_chaos",
+        about: "short reads/writes, resets after a request went out, refused connects, \
+                client<->broker partitions, packet loss, latency and process pauses",
+        options: single_net_chaos,
+        checks: SAFETY_CHECKS,
+    },
+];
+
+fn workload(s: &mut Seed, o: &mut SimOptions) {
+    o.producers = s.range_u64(1, 3) as u32;
+    o.idempotent = (0..o.producers).map(|_| s.chance(0.6)).collect();
+    o.consumers = s.range_u64(0, 2) as u32;
+    o.sends_per_producer = s.range_u64(5, 30) as u32;
+    o.safety_ms = s.range_u64(3_000, 12_000);
+    o.segment_bytes = *s.pick(&[4_096i64, 16_384, 1 << 20]).unwrap_or(&(1 << 20));
+    o.buggify = s.chance(0.8);
+    o.latency_ms = (1, s.range_u64(2, 20));
+    o.duplicate_p = s.rate(0.5, 0.3);
+}
+
+fn clock(s: &mut Seed, o: &mut SimOptions) {
+    if s.chance(0.5) {
+        o.clock_offset_ms = s.range_u64(0, 120_000) as i64 - 60_000;
+        o.clock_drift_ppm = s.range_u64(0, 400) as i64 - 200;
+        o.clock_jump_p = s.rate(0.4, 0.1);
+    }
+}
+
+/// Atlas: write/read/fsync EIO, ENOSPC, slow I/O, torn/reordered unsynced writes at power loss.
+/// No bit flips and no wipe: those lose acked data by construction on a single node.
+pub fn single_durability(s: &mut Seed) -> SimOptions {
+    let mut o = SimOptions::base();
+    workload(s, &mut o);
+    clock(s, &mut o);
+    o.crash_p = s.rate(0.2, 0.3);
+    o.pause_p = s.rate(0.5, 0.1);
+    o.disk = DiskFaults {
+        write_eio: s.rate(0.5, 0.01),
+        read_eio: s.rate(0.7, 0.005),
+        fsync_eio: s.rate(0.5, 0.02),
+        enospc_after_bytes: if s.chance(0.15) {
+            Some(s.range_u64(2_000, 200_000))
+        } else {
+            None
+        },
+        latency_us: if s.chance(0.3) {
+            Some((10, s.range_u64(100, 20_000)))
+        } else {
+            None
+        },
+        crash_torn: s.rate(0.3, 0.7),
+        crash_reorder: s.rate(0.3, 0.7),
+        ..DiskFaults::NONE
+    };
+    o
+}
+
+/// Atlas: power loss at a high rate while writes are in flight; torn and reordered tails.
+pub fn single_torn_tail(s: &mut Seed) -> SimOptions {
+    let mut o = SimOptions::base();
+    workload(s, &mut o);
+    o.crash_p = 0.3 + s.rate(0.0, 0.4);
+    o.nemesis_step_ms = (50, 800);
+    o.disk = DiskFaults {
+        crash_torn: 0.3 + s.rate(0.0, 0.7),
+        crash_reorder: s.rate(0.2, 1.0),
+        latency_us: if s.chance(0.5) {
+            Some((10, s.range_u64(100, 5_000)))
+        } else {
+            None
+        },
+        ..DiskFaults::NONE
+    };
+    o
+}
+
+/// Atlas: at-rest flips (per power loss) and transient flips on read, plus crashes.
+pub fn single_corruption(s: &mut Seed) -> SimOptions {
+    let mut o = SimOptions::base();
+    workload(s, &mut o);
+    o.crash_p = 0.1 + s.rate(0.0, 0.3);
+    o.consumers = o.consumers.max(1);
+    o.corruption_in_atlas = true;
+    o.disk = DiskFaults {
+        bitflip_at_rest: 0.2 + s.rate(0.0, 0.8),
+        bitflip_on_read: s.rate(0.3, 0.05),
+        crash_torn: s.rate(0.5, 0.5),
+        ..DiskFaults::NONE
+    };
+    o
+}
+
+/// Atlas: network only (the disk is perfect), plus pauses and crashes without power loss
+/// surprises beyond the durability contract.
+pub fn single_net_chaos(s: &mut Seed) -> SimOptions {
+    let mut o = SimOptions::base();
+    workload(s, &mut o);
+    o.partition_p = s.rate(0.2, 0.4);
+    o.pause_p = s.rate(0.4, 0.2);
+    o.crash_p = s.rate(0.6, 0.1);
+    o.packet_loss = s.rate(0.5, 0.05);
+    o.net_buggify = s.chance(0.3);
+    o.chaos = ChaosConfig {
+        short_read: s.rate(0.3, 0.5),
+        short_write: s.rate(0.3, 0.5),
+        reset_after_flush: s.rate(0.3, 0.05),
+        connect_refused: s.rate(0.5, 0.1),
+    };
+    o
+}

@@ -1,0 +1,344 @@
+//! The client workload of the single-node scenarios, on samsa-net's pure-Rust client over a
+//! `ChaosNet`: producers send `p<id>-<seq>` values one at a time (acks and idempotence from the
+//! seed), consumers poll forward from offset 0, and after healing a final reader reads the whole
+//! partition. Every client operation goes into the history as invoke then ok / fail (definite) /
+//! info (ambiguous), exactly as the client classified it. Never decides pass or fail itself.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ProduceRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use samsa_net::client::{
+    Admin, ClientConfig, ClientError, Connection, Consumer, Producer, ProducerConfig,
+};
+use samsa_net::error::code;
+use samsa_net::records::{build_batch, BatchOptions, Record};
+use samsa_net::TokioNet;
+use samsa_sim::chaos::{Chaos, ChaosNet};
+use samsa_sim::history::{Call, FinalLog, History, Outcome};
+use samsa_sim::seed::Seed;
+use samsa_sim::trace::Trace;
+
+use crate::SimOptions;
+
+pub const TOPIC: &str = "t";
+pub const PARTITION: i32 = 0;
+/// Attempts to create the topic before the workload gives up on it.
+pub const CREATE_ATTEMPTS_MAX: u32 = 20;
+/// Fetches the final reader may issue (bounds the loop whatever the broker answers).
+pub const FINAL_FETCHES_MAX: u32 = 10_000;
+/// Bytes per fetch.
+pub const FETCH_BYTES_MAX: i32 = 1 << 20;
+
+#[derive(Clone)]
+pub struct Workload {
+    pub seed: u64,
+    pub broker: SocketAddr,
+    pub chaos: Chaos,
+    pub history: Arc<Mutex<History>>,
+    pub trace: Trace,
+    pub opts: SimOptions,
+}
+
+fn lock(h: &Mutex<History>) -> std::sync::MutexGuard<'_, History> {
+    h.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn now_ms() -> u64 {
+    samsa_sim::sim_now_ms()
+}
+
+fn client_config(name: String) -> ClientConfig {
+    ClientConfig {
+        client_id: name,
+        connect_timeout_ms: 1_000,
+        request_timeout_ms: 2_000,
+        retries: 3,
+        retry_backoff_ms: 100,
+    }
+}
+
+impl Workload {
+    fn net(&self) -> ChaosNet<TokioNet> {
+        ChaosNet::new(TokioNet, self.chaos.clone())
+    }
+
+    fn invoke(&self, process: u32, call: Call) -> Option<u64> {
+        let line = format!("invoke p{process} {call:?}");
+        let id = lock(&self.history).invoke(process, now_ms(), call);
+        self.trace.event(line);
+        id
+    }
+
+    fn complete(&self, id: Option<u64>, process: u32, outcome: Outcome) {
+        let Some(id) = id else { return };
+        self.trace
+            .event(format!("complete p{process} op{id} {outcome:?}"));
+        lock(&self.history).complete(id, now_ms(), outcome);
+    }
+
+    /// Creates the topic (already existing is fine); bounded attempts.
+    async fn ensure_topic(&self, name: String) {
+        let mut admin = Admin::new(self.net(), vec![self.broker], client_config(name));
+        for _ in 0..CREATE_ATTEMPTS_MAX {
+            match admin.create_topics(TOPIC, 1, Vec::new()).await {
+                Ok(_) => return,
+                Err(e) if e.error_code() == Some(code::TOPIC_ALREADY_EXISTS) => return,
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+}
+
+fn outcome_of_error(e: &ClientError) -> Outcome {
+    if e.is_definite() {
+        Outcome::Fail(e.to_string())
+    } else {
+        Outcome::Info(e.to_string())
+    }
+}
+
+fn value_string(r: &Record) -> String {
+    match &r.value {
+        Some(v) => String::from_utf8_lossy(v).into_owned(),
+        None => "<null>".to_string(),
+    }
+}
+
+/// One producer: `sends_per_producer` values, one request at a time.
+pub async fn producer(wl: Workload, id: u32) {
+    let mut seed = Seed::new(wl.seed).child(&format!("producer{id}"));
+    let idempotent = wl
+        .opts
+        .idempotent
+        .get(id as usize)
+        .copied()
+        .unwrap_or(false);
+    wl.ensure_topic(format!("p{id}-admin")).await;
+    let config = ProducerConfig {
+        acks: wl.opts.acks,
+        idempotent,
+        request_timeout_ms: 2_000,
+        retries: 5,
+        retry_backoff_ms: 100,
+        client_id: format!("p{id}"),
+        connect_timeout_ms: 1_000,
+        ..ProducerConfig::default()
+    };
+    let mut producer = Producer::new(wl.net(), vec![wl.broker], config);
+    // Batches acknowledged under the current producer id and epoch, in sequence order, for
+    // delayed duplicates: (value, record, producer id, epoch, sequence).
+    let mut acked: Vec<(String, Record, i64, i16, i32)> = Vec::new();
+    for seq in 0..wl.opts.sends_per_producer {
+        let value = format!("p{id}-{seq}");
+        let call = Call::Send {
+            producer: id,
+            partition: PARTITION,
+            value: value.clone(),
+            acks: wl.opts.acks,
+            idempotent,
+        };
+        let op = wl.invoke(id, call);
+        let record = Record {
+            key: None,
+            value: Some(Bytes::from(value)),
+            headers: Vec::new(),
+            timestamp_ms: 1_700_000_000_000 + i64::from(seq),
+        };
+        let outcome = match producer.send(TOPIC, PARTITION, vec![record]).await {
+            Ok(ok) => Outcome::Sent {
+                offset: ok.base_offset,
+            },
+            Err(e) => outcome_of_error(&e),
+        };
+        wl.complete(op, id, outcome);
+        let pause = seed.range_u64(0, 300);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
+}
+
+/// Re-sends one acknowledged batch with its original producer id, epoch and sequence on a fresh
+/// connection: what a network that delivered a retried request late would do.
+async fn resend(
+    wl: &Workload,
+    id: u32,
+    value: String,
+    record: Record,
+    (pid, epoch, batch_seq): (i64, i16, i32),
+    back: u32,
+) {
+    let call = Call::Resend {
+        producer: id,
+        partition: PARTITION,
+        value,
+        back,
+    };
+    let op = wl.invoke(id, call);
+    let options = BatchOptions {
+        producer_id: pid,
+        producer_epoch: epoch,
+        base_sequence: batch_seq,
+        ..BatchOptions::default()
+    };
+    let batch = build_batch(&[record], &options).freeze();
+    let mut data = PartitionProduceData::default();
+    data.index = PARTITION;
+    data.records = Some(batch);
+    let mut topic = TopicProduceData::default();
+    topic.name = TopicName(StrBytes::from_static_str(TOPIC));
+    topic.partition_data = vec![data];
+    let mut request = ProduceRequest::default();
+    request.acks = -1;
+    request.timeout_ms = 2_000;
+    request.topic_data = vec![topic];
+    let config = client_config(format!("p{id}-dup"));
+    let outcome = match Connection::connect(&wl.net(), wl.broker, &config).await {
+        Err(e) => outcome_of_error(&e),
+        Ok(mut conn) => match conn.call(&request, Duration::ZERO).await {
+            Err(e) => outcome_of_error(&e),
+            Ok(response) => {
+                let found = response
+                    .responses
+                    .iter()
+                    .flat_map(|t| t.partition_responses.iter())
+                    .find(|p| p.index == PARTITION);
+                match found {
+                    Some(p) if p.error_code == 0 => Outcome::Sent {
+                        offset: p.base_offset,
+                    },
+                    Some(p) => Outcome::Info(format!("Broker {{ code: {} }}", p.error_code)),
+                    None => Outcome::Info("no partition in the response".into()),
+                }
+            }
+        },
+    };
+    wl.complete(op, id, outcome);
+}
+
+/// One consumer: polls forward from 0 until the safety phase is over.
+pub async fn consumer(wl: Workload, id: u32) {
+    let process = 100 + id;
+    let mut seed = Seed::new(wl.seed).child(&format!("consumer{id}"));
+    wl.ensure_topic(format!("c{id}-admin")).await;
+    let mut consumer = Consumer::new(wl.net(), vec![wl.broker], client_config(format!("c{id}")));
+    let mut position = 0i64;
+    // A consumer whose position became invalid restarts as a new incarnation (a new "consumer"
+    // in the history), so the monotonic-poll check judges each incarnation on its own.
+    let mut incarnation = 0u32;
+    let stop_at = wl.opts.safety_ms;
+    while now_ms() < stop_at {
+        let call = Call::Poll {
+            consumer: id * 1000 + incarnation,
+            partition: PARTITION,
+            from_offset: position,
+        };
+        let op = wl.invoke(process, call);
+        let outcome = match consumer
+            .fetch(TOPIC, PARTITION, position, 200, FETCH_BYTES_MAX)
+            .await
+        {
+            Ok(ok) => {
+                let records: Vec<(i64, String)> = ok
+                    .records
+                    .iter()
+                    .filter(|(o, _)| *o >= position)
+                    .map(|(o, r)| (*o, value_string(r)))
+                    .collect();
+                if let Some((last, _)) = records.last() {
+                    position = last + 1;
+                }
+                Outcome::Polled {
+                    records,
+                    high_watermark: ok.high_watermark,
+                    log_end_offset: None,
+                }
+            }
+            Err(e) => {
+                if e.error_code() == Some(code::OFFSET_OUT_OF_RANGE) {
+                    position = 0;
+                    incarnation += 1;
+                }
+                outcome_of_error(&e)
+            }
+        };
+        wl.complete(op, process, outcome);
+        let pause = seed.range_u64(10, 300);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
+}
+
+/// After healing: the whole partition, from offset 0 to the listed end offset.
+pub async fn final_read(wl: Workload) -> FinalLog {
+    let mut log = FinalLog::default();
+    let mut consumer = Consumer::new(wl.net(), vec![wl.broker], client_config("final".into()));
+    let mut end = None;
+    for _ in 0..CREATE_ATTEMPTS_MAX {
+        match consumer.list_offsets(TOPIC, PARTITION, -1).await {
+            Ok(ok) => {
+                end = Some(ok.offset);
+                break;
+            }
+            Err(e) if e.error_code() == Some(code::UNKNOWN_TOPIC_OR_PARTITION) => {
+                // Nothing was ever created: an empty log.
+                end = Some(0);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    let Some(end) = end else { return log };
+    log.log_end_offsets.insert(PARTITION, end);
+    let records = log.partitions.entry(PARTITION).or_default();
+    let mut position = 0i64;
+    let mut failures_here = 0u32;
+    for _ in 0..FINAL_FETCHES_MAX {
+        if position >= end {
+            log.complete = true;
+            break;
+        }
+        match consumer
+            .fetch(TOPIC, PARTITION, position, 100, FETCH_BYTES_MAX)
+            .await
+        {
+            Ok(ok) => {
+                failures_here = 0;
+                let before = position;
+                let fresh: Vec<(i64, String)> = ok
+                    .records
+                    .iter()
+                    .filter(|(o, _)| *o >= before)
+                    .map(|(o, r)| (*o, value_string(r)))
+                    .collect();
+                for (o, v) in fresh {
+                    records.insert(o, v);
+                    position = o + 1;
+                }
+                if position == before && ok.records.is_empty() && ok.high_watermark <= position {
+                    // Nothing more to read although the listed end is further: stop.
+                    break;
+                }
+            }
+            Err(e) => {
+                failures_here += 1;
+                let corrupt = matches!(e, ClientError::CorruptRecords(_))
+                    || e.error_code() == Some(code::CORRUPT_MESSAGE)
+                    || e.error_code() == Some(code::KAFKA_STORAGE_ERROR);
+                if corrupt && failures_here >= 3 {
+                    // The broker reports this offset unreadable: record it and move past it.
+                    log.corrupt.push((PARTITION, position..position + 1));
+                    position += 1;
+                    failures_here = 0;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+    wl.trace
+        .event(format!("final read end={end} records={}", records.len()));
+    log
+}

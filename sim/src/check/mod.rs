@@ -1,0 +1,78 @@
+//! The checkers: one file per check, each a pure function of the run's `History` returning the
+//! first violation it finds. `ALL` lists them in the order they are reported. Never mutates the
+//! history and never consults anything but it.
+
+use crate::history::History;
+
+pub mod acked_durable;
+pub mod hw_bounded;
+pub mod idempotent_retry;
+pub mod liveness;
+pub mod no_duplicates;
+pub mod no_panic;
+pub mod offsets_unique;
+pub mod poll_monotonic;
+pub mod producer_order;
+pub mod reads_valid;
+
+/// A check: `Err(message)` names the first violation.
+pub type CheckFn = fn(&History) -> Result<(), String>;
+
+/// Every check, by name.
+pub const ALL: &[(&str, CheckFn)] = &[
+    ("no_panic", no_panic::check),
+    ("acked_durable", acked_durable::check),
+    ("offsets_unique", offsets_unique::check),
+    ("no_duplicates", no_duplicates::check),
+    ("reads_valid", reads_valid::check),
+    ("poll_monotonic", poll_monotonic::check),
+    ("producer_order", producer_order::check),
+    ("hw_bounded", hw_bounded::check),
+    ("idempotent_retry", idempotent_retry::check),
+    ("liveness", liveness::check),
+];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckFailure {
+    pub check: &'static str,
+    pub message: String,
+}
+
+/// Runs the checks named in `names` (all when empty); returns every failure.
+pub fn run(history: &History, names: &[&str]) -> Vec<CheckFailure> {
+    ALL.iter()
+        .filter(|(name, _)| names.is_empty() || names.contains(name))
+        .filter_map(|(name, f)| {
+            f(history).err().map(|message| CheckFailure {
+                check: name,
+                message,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::build::*;
+    use crate::history::Outcome;
+
+    #[test]
+    fn a_clean_history_passes_everything() {
+        let mut h = History::default();
+        send(&mut h, 1, "p1-0", Outcome::Sent { offset: 0 });
+        send(&mut h, 1, "p1-1", Outcome::Sent { offset: 1 });
+        poll(&mut h, 1, 0, &[(0, "p1-0"), (1, "p1-1")], 2);
+        final_log(&mut h, &[(0, "p1-0"), (1, "p1-1")]);
+        assert_eq!(run(&h, &[]), vec![]);
+    }
+
+    #[test]
+    fn run_filters_by_name() {
+        let mut h = History::default();
+        h.panics.push(("n1".into(), "boom".into()));
+        final_log(&mut h, &[]);
+        assert_eq!(run(&h, &["acked_durable"]), vec![]);
+        assert_eq!(run(&h, &["no_panic"]).len(), 1);
+    }
+}

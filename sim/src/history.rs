@@ -1,0 +1,207 @@
+//! The client history of one run, in Jepsen's vocabulary: each operation is invoked, then
+//! completes `Ok` (with what the broker answered), `Fail` (definite: certainly not applied) or
+//! `Info` (ambiguous: may have been applied), or stays pending. Plus what the checkers need
+//! beyond client ops: the final log read after healing, node panics and the liveness report.
+//! Plain data; never decides anything itself.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+/// Operations kept per run; the workload stops invoking past it.
+pub const HISTORY_OPS_MAX: usize = 100_000;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Call {
+    /// Produce one record `value` to `partition`.
+    Send {
+        producer: u32,
+        partition: i32,
+        value: String,
+        acks: i16,
+        idempotent: bool,
+    },
+    /// A delayed duplicate: the batch that carried `value`, `back` batches before the producer's
+    /// latest, re-sent with its original producer id, epoch and sequence.
+    Resend {
+        producer: u32,
+        partition: i32,
+        value: String,
+        back: u32,
+    },
+    /// Fetch from `from_offset` for the consumer `consumer`.
+    Poll {
+        consumer: u32,
+        partition: i32,
+        from_offset: i64,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Pending,
+    /// Send acknowledged at `offset`.
+    Sent {
+        offset: i64,
+    },
+    /// Poll returned `records` (offset, value) and the broker's high watermark / log end.
+    Polled {
+        records: Vec<(i64, String)>,
+        high_watermark: i64,
+        log_end_offset: Option<i64>,
+    },
+    /// Definite failure: the op certainly had no effect.
+    Fail(String),
+    /// Ambiguous failure: the op may or may not have taken effect.
+    Info(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Op {
+    pub id: u64,
+    /// The client process (one sequential actor).
+    pub process: u32,
+    pub invoke_ms: u64,
+    pub complete_ms: Option<u64>,
+    pub call: Call,
+    pub outcome: Outcome,
+}
+
+/// The log as read back after healing: per partition, every (offset, value) from the log start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FinalLog {
+    pub partitions: BTreeMap<i32, BTreeMap<i64, String>>,
+    /// End offset per partition, as listed after healing.
+    pub log_end_offsets: BTreeMap<i32, i64>,
+    /// Ranges the broker reported corrupt (single_corruption: losing these is allowed).
+    pub corrupt: Vec<(i32, Range<i64>)>,
+    /// Did the final read reach every end offset?
+    pub complete: bool,
+}
+
+impl FinalLog {
+    pub fn value_at(&self, partition: i32, offset: i64) -> Option<&str> {
+        self.partitions
+            .get(&partition)
+            .and_then(|p| p.get(&offset))
+            .map(String::as_str)
+    }
+
+    pub fn is_corrupt(&self, partition: i32, offset: i64) -> bool {
+        self.corrupt
+            .iter()
+            .any(|(p, r)| *p == partition && r.contains(&offset))
+    }
+}
+
+/// Everything the checkers look at for one run.
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    pub ops: Vec<Op>,
+    pub final_log: FinalLog,
+    /// (node, message) of every panic or failed assertion caught in a node.
+    pub panics: Vec<(String, String)>,
+    /// Liveness phase: ops still pending after the bound, and whether the cluster converged.
+    pub liveness_pending: u64,
+    pub liveness_converged: bool,
+    /// The run's durability promise: acks=-1 with fsync flush policy means acked = durable.
+    pub fsync_policy: bool,
+    /// Corruption is inside the scenario's fault atlas: offsets the broker reported corrupt
+    /// excuse lost acknowledged writes. Outside it, a reported corruption excuses nothing.
+    pub corruption_in_atlas: bool,
+}
+
+impl History {
+    pub fn invoke(&mut self, process: u32, at_ms: u64, call: Call) -> Option<u64> {
+        if self.ops.len() >= HISTORY_OPS_MAX {
+            return None;
+        }
+        let id = self.ops.len() as u64;
+        self.ops.push(Op {
+            id,
+            process,
+            invoke_ms: at_ms,
+            complete_ms: None,
+            call,
+            outcome: Outcome::Pending,
+        });
+        Some(id)
+    }
+
+    pub fn complete(&mut self, id: u64, at_ms: u64, outcome: Outcome) {
+        if let Some(op) = self.ops.get_mut(id as usize) {
+            op.complete_ms = Some(at_ms);
+            op.outcome = outcome;
+        }
+    }
+
+    /// Every value ever sent (for "read of a value never written").
+    pub fn sent_values(&self) -> BTreeMap<&str, &Op> {
+        let mut m = BTreeMap::new();
+        for op in &self.ops {
+            if let Call::Send { value, .. } = &op.call {
+                m.insert(value.as_str(), op);
+            }
+        }
+        m
+    }
+}
+
+/// Hand-written histories for the checkers' unit tests.
+#[cfg(test)]
+pub mod build {
+    use super::*;
+
+    pub fn send(h: &mut History, producer: u32, value: &str, outcome: Outcome) -> u64 {
+        send_with(h, producer, value, true, outcome)
+    }
+
+    pub fn send_with(
+        h: &mut History,
+        producer: u32,
+        value: &str,
+        idempotent: bool,
+        outcome: Outcome,
+    ) -> u64 {
+        let call = Call::Send {
+            producer,
+            partition: 0,
+            value: value.to_string(),
+            acks: -1,
+            idempotent,
+        };
+        let id = h.invoke(producer, 0, call).expect("room");
+        h.complete(id, 1, outcome);
+        id
+    }
+
+    pub fn poll(h: &mut History, consumer: u32, from: i64, records: &[(i64, &str)], hw: i64) {
+        let call = Call::Poll {
+            consumer,
+            partition: 0,
+            from_offset: from,
+        };
+        let id = h.invoke(100 + consumer, 0, call).expect("room");
+        let records = records.iter().map(|(o, v)| (*o, v.to_string())).collect();
+        h.complete(
+            id,
+            1,
+            Outcome::Polled {
+                records,
+                high_watermark: hw,
+                log_end_offset: Some(hw),
+            },
+        );
+    }
+
+    pub fn final_log(h: &mut History, records: &[(i64, &str)]) {
+        let p = h.final_log.partitions.entry(0).or_default();
+        for (o, v) in records {
+            p.insert(*o, v.to_string());
+        }
+        let end = records.iter().map(|(o, _)| o + 1).max().unwrap_or(0);
+        h.final_log.log_end_offsets.insert(0, end);
+        h.final_log.complete = true;
+        h.liveness_converged = true;
+        h.fsync_policy = true;
+    }
+}

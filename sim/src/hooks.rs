@@ -1,0 +1,177 @@
+//! `SimHooks`: the simulator's `HookSink`. FoundationDB-style buggify: each site is activated per
+//! run (p = `BUGGIFY_ACTIVATE_P`, a pure function of the run seed and the site name, so adding a
+//! site never shifts another's activation) and fires per hit (p = `BUGGIFY_FIRE_P`, drawn from
+//! the run's seeded stream). Counts hits and fires per site for the coverage table, and answers
+//! which planted bug (mutant) is on. Never consults anything outside the seed.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use rand::Rng;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use samsa_net::{HookSink, Hooks};
+
+use crate::coverage::Coverage;
+use crate::seed::{child_seed, mix64};
+use crate::trace::lock;
+
+/// Probability that a buggify site is active in a run.
+pub const BUGGIFY_ACTIVATE_P: f64 = 0.25;
+/// Probability that an active site fires on one hit.
+pub const BUGGIFY_FIRE_P: f64 = 0.25;
+/// Distinct sites tracked; beyond it hits still answer but are not counted separately.
+pub const BUGGIFY_SITES_MAX: usize = 1024;
+
+/// The planted bugs, by name (CONTRACTS.md). `nondeterminism_canary` is the simulator's own.
+pub const MUTANTS: &[&str] = &[
+    "ack_before_fsync",
+    "skip_crc_on_read",
+    "recovery_truncate_short",
+    "idempotence_window_one",
+    "nondeterminism_canary",
+];
+
+#[derive(Debug, Default, Clone, Copy)]
+struct SiteStats {
+    active: bool,
+    hits: u64,
+    fires: u64,
+}
+
+#[derive(Debug)]
+struct HookState {
+    enabled: bool,
+    rng: ChaCha8Rng,
+    sites: BTreeMap<&'static str, SiteStats>,
+    mutant_queries: u64,
+}
+
+/// One per run, shared by every node of the run (clone the `Arc`).
+#[derive(Debug)]
+pub struct SimHooks {
+    seed: u64,
+    mutant: Option<String>,
+    state: Mutex<HookState>,
+}
+
+impl SimHooks {
+    /// `enabled`: buggify on for this run (swarm: some runs keep every site quiet).
+    pub fn new(run_seed: u64, enabled: bool, mutant: Option<String>) -> Arc<Self> {
+        let rng = ChaCha8Rng::seed_from_u64(child_seed(run_seed, "buggify/fire"));
+        Arc::new(SimHooks {
+            seed: run_seed,
+            mutant,
+            state: Mutex::new(HookState {
+                enabled,
+                rng,
+                sites: BTreeMap::new(),
+                mutant_queries: 0,
+            }),
+        })
+    }
+
+    /// The `Hooks` handle to put in a node's configuration.
+    pub fn hooks(self: &Arc<Self>) -> Hooks {
+        Hooks::new(self.clone())
+    }
+
+    /// Switches buggify off (liveness phase: heal everything).
+    pub fn set_enabled(&self, enabled: bool) {
+        lock(&self.state).enabled = enabled;
+    }
+
+    pub fn mutant_name(&self) -> Option<&str> {
+        self.mutant.as_deref()
+    }
+
+    /// Per site: `buggify.<site>` = fires; plus `mutant.<name>.reached` = queries that said yes.
+    pub fn coverage(&self) -> Coverage {
+        let s = lock(&self.state);
+        let mut c = Coverage::default();
+        for (site, stats) in &s.sites {
+            c.add(&format!("buggify.{site}"), stats.fires);
+        }
+        if let Some(m) = &self.mutant {
+            c.add(&format!("mutant.{m}.reached"), s.mutant_queries);
+        }
+        c
+    }
+
+    fn site_active(&self, site: &str) -> bool {
+        let h = mix64(child_seed(self.seed, site) ^ 0x6275_6767_6966_7921);
+        // Top 53 bits as a uniform fraction.
+        let unit = (h >> 11) as f64 / (1u64 << 53) as f64;
+        unit < BUGGIFY_ACTIVATE_P
+    }
+}
+
+impl HookSink for SimHooks {
+    fn buggify(&self, site: &'static str) -> bool {
+        let active = self.site_active(site);
+        let mut s = lock(&self.state);
+        if !s.enabled {
+            return false;
+        }
+        let fire = active && s.rng.gen_bool(BUGGIFY_FIRE_P);
+        let tracked = s.sites.len() < BUGGIFY_SITES_MAX || s.sites.contains_key(site);
+        if tracked {
+            let stats = s.sites.entry(site).or_default();
+            stats.active = active;
+            stats.hits += 1;
+            if fire {
+                stats.fires += 1;
+            }
+        }
+        fire
+    }
+
+    fn mutant(&self, name: &'static str) -> bool {
+        let on = self.mutant.as_deref() == Some(name);
+        if on {
+            lock(&self.state).mutant_queries += 1;
+        }
+        on
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn activation_is_per_run_and_firing_is_seeded() {
+        let mut active_runs = 0;
+        for seed in 0..400 {
+            let h = SimHooks::new(seed, true, None);
+            if h.site_active("storage.append.split_write") {
+                active_runs += 1;
+            }
+        }
+        // About a quarter of runs activate a given site.
+        assert!((60..=140).contains(&active_runs), "{active_runs}");
+
+        let seed = (0..400).find(|s| SimHooks::new(*s, true, None).site_active("x.y.z"));
+        let seed = seed.expect("some seed activates the site");
+        let a = SimHooks::new(seed, true, None);
+        let b = SimHooks::new(seed, true, None);
+        let fa: Vec<bool> = (0..64).map(|_| a.buggify("x.y.z")).collect();
+        let fb: Vec<bool> = (0..64).map(|_| b.buggify("x.y.z")).collect();
+        assert_eq!(fa, fb);
+        assert!(fa.iter().any(|f| *f));
+        assert!(fa.iter().any(|f| !*f));
+        assert_eq!(
+            a.coverage().get("buggify.x.y.z"),
+            fa.iter().filter(|f| **f).count() as u64
+        );
+    }
+
+    #[test]
+    fn disabled_never_fires_and_mutant_matches_by_name() {
+        let h = SimHooks::new(3, false, Some("skip_crc_on_read".into()));
+        assert!((0..100).all(|_| !h.buggify("a.b.c")));
+        assert!(h.mutant("skip_crc_on_read"));
+        assert!(!h.mutant("ack_before_fsync"));
+        assert_eq!(h.coverage().get("mutant.skip_crc_on_read.reached"), 1);
+    }
+}

@@ -1,0 +1,82 @@
+//! Checkpoint files of a partition directory (`log-start-offset.checkpoint`,
+//! `recovery-point.checkpoint`): one i64 with a magic and a CRC-32C, replaced atomically (write a
+//! `.tmp`, sync it, rename over the old name, sync the directory). Never trusts what it reads back:
+//! a missing, torn or rotted checkpoint reads as `None` and the caller falls back to a scan.
+
+use crate::disk::{Disk, DiskError, OpenMode};
+use crate::log::index::be_u32;
+
+/// Magic of a checkpoint file ("SMCK").
+pub const CHECKPOINT_MAGIC: u32 = 0x534d_434b;
+/// Encoded size: magic u32 + value i64 + crc u32.
+pub const CHECKPOINT_BYTES: usize = 16;
+
+pub const LOG_START_CHECKPOINT: &str = "log-start-offset.checkpoint";
+pub const RECOVERY_POINT_CHECKPOINT: &str = "recovery-point.checkpoint";
+
+pub fn encode(value: i64) -> [u8; CHECKPOINT_BYTES] {
+    let mut out = [0u8; CHECKPOINT_BYTES];
+    out[0..4].copy_from_slice(&CHECKPOINT_MAGIC.to_be_bytes());
+    out[4..12].copy_from_slice(&value.to_be_bytes());
+    let crc = crc32c::crc32c(&out[0..12]);
+    out[12..16].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
+pub fn decode(bytes: &[u8]) -> Option<i64> {
+    if bytes.len() != CHECKPOINT_BYTES || be_u32(&bytes[0..4]) != CHECKPOINT_MAGIC {
+        return None;
+    }
+    if crc32c::crc32c(&bytes[0..12]) != be_u32(&bytes[12..16]) {
+        return None;
+    }
+    let mut value = [0u8; 8];
+    value.copy_from_slice(&bytes[4..12]);
+    Some(i64::from_be_bytes(value))
+}
+
+/// Reads `dir/name`; `Ok(None)` when absent or damaged.
+pub async fn read<D: Disk>(disk: &D, dir: &str, name: &str) -> Result<Option<i64>, DiskError> {
+    let file = match disk
+        .open(&format!("{dir}/{name}"), OpenMode::Existing)
+        .await
+    {
+        Ok(file) => file,
+        Err(DiskError::NotFound) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut buf = [0u8; CHECKPOINT_BYTES + 1];
+    let n = disk.read_at(&file, 0, &mut buf).await?;
+    let value = decode(&buf[..n]);
+    if value.is_none() {
+        tracing::warn!(dir, name, bytes = n, "ignoring damaged checkpoint");
+    }
+    Ok(value)
+}
+
+/// Atomically replaces `dir/name` with `value`; durable when this returns `Ok`.
+pub async fn write<D: Disk>(disk: &D, dir: &str, name: &str, value: i64) -> Result<(), DiskError> {
+    let tmp = format!("{dir}/{name}.tmp");
+    let file = disk.open(&tmp, OpenMode::CreateOrOpen).await?;
+    disk.set_len(&file, 0).await?;
+    disk.write_at(&file, 0, &encode(value)).await?;
+    disk.sync(&file).await?;
+    disk.rename(&tmp, &format!("{dir}/{name}")).await?;
+    disk.sync_dir(dir).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_decode_and_reject_damage() {
+        for value in [0i64, 1, -1, i64::MAX, 123_456_789] {
+            assert_eq!(decode(&encode(value)), Some(value));
+        }
+        let mut bad = encode(42);
+        bad[7] ^= 4;
+        assert_eq!(decode(&bad), None);
+        assert_eq!(decode(&encode(42)[..15]), None);
+    }
+}

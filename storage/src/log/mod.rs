@@ -1,0 +1,1010 @@
+//! `PartitionLog<D: Disk>`: one partition's append-only log of stored record batches in Kafka's
+//! layout (segments named by base offset with sparse `.index` / `.timeindex` files, checkpoints
+//! for the log start offset and recovery point). Assigns offsets by patching batches in place,
+//! never decodes records, never returns bytes whose CRC-32C failed, and never claims data durable
+//! before a sync of it returned `Ok`: a failed sync fails the partition for good (fsyncgate).
+//!
+//! Durability: `append` only writes. Group commit is `flush_plan` (under `&self`), then
+//! `execute_flush` (a free function: appends go on while the sync is in flight), then
+//! `flush_done`, which advances `durable_end_offset`. Index files are written when a segment is
+//! sealed; the active segment's indexes live in memory and are rebuilt by recovery.
+//!
+//! A failed `write_at` during append leaves the log end offset where it was: the file is cut
+//! back to the last good byte and the next append overwrites the region; if even that cut fails,
+//! the partition enters the failed state.
+
+pub mod batch_view;
+pub mod checkpoint;
+pub mod index;
+pub mod producer_state;
+mod recovery;
+pub mod segment;
+pub mod time_index;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
+use samsa_net::Hooks;
+
+use crate::disk::{Disk, DiskError, OpenMode};
+use batch_view::Hdr;
+use producer_state::{Outcome, ProducerError, ProducerStateTable, PRODUCER_BATCHES_RETAINED};
+use segment::{BatchCursor, Scanned, Segment, SEEK_CHUNK_BYTES};
+
+pub use recovery::RecoveryReport;
+
+/// Upper bound on batches in one append (a produce partition entry holds one in practice).
+pub const APPEND_BATCHES_MAX: usize = 4096;
+/// Upper bound on `segment_bytes` (positions are u32 in the index, as in Kafka).
+pub const SEGMENT_BYTES_MAX: u64 = i32::MAX as u64;
+/// Producer snapshots kept on disk (older ones are removed at roll).
+pub const PRODUCER_SNAPSHOTS_KEPT: usize = 2;
+
+/// Where a batch's timestamp comes from (`message.timestamp.type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimestampType {
+    CreateTime,
+    LogAppendTime,
+}
+
+/// Per-partition log settings (topic configs).
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    pub segment_bytes: u64,
+    pub segment_ms: i64,
+    /// -1 = keep forever.
+    pub retention_ms: i64,
+    /// -1 = no size limit.
+    pub retention_bytes: i64,
+    pub index_interval_bytes: u64,
+    pub max_message_bytes: usize,
+    pub message_timestamp_type: TimestampType,
+    pub hooks: Hooks,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1024 * 1024 * 1024,
+            segment_ms: 7 * 24 * 60 * 60 * 1000,
+            retention_ms: 7 * 24 * 60 * 60 * 1000,
+            retention_bytes: -1,
+            index_interval_bytes: 4096,
+            max_message_bytes: 1_048_588,
+            message_timestamp_type: TimestampType::CreateTime,
+            hooks: Hooks::default(),
+        }
+    }
+}
+
+/// Why a log operation failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogError {
+    /// `offset` is outside `[log_start_offset, log_end_offset]`: OFFSET_OUT_OF_RANGE.
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        log_end_offset: i64,
+    },
+    /// Stored bytes failed their CRC or framing: the partition refuses to serve them.
+    Corrupt { segment: i64, position: u64 },
+    /// A sync or an undo failed earlier; nothing is served or accepted: KAFKA_STORAGE_ERROR.
+    Failed,
+    /// The disk refused an operation (the log did not advance).
+    Disk(DiskError),
+    /// The idempotent-producer checks refused a batch.
+    Producer(ProducerError),
+    /// The appended bytes are not whole v2 batches (the caller promised validated input).
+    InvalidBatch(&'static str),
+    /// A batch is larger than `max_message_bytes`.
+    MessageTooLarge { bytes: usize },
+}
+
+impl LogError {
+    /// The Kafka error code a broker reports for this error.
+    pub fn error_code(&self) -> i16 {
+        use samsa_net::error::code;
+        match self {
+            LogError::OffsetOutOfRange { .. } => code::OFFSET_OUT_OF_RANGE,
+            LogError::Corrupt { .. } | LogError::Failed | LogError::Disk(_) => {
+                code::KAFKA_STORAGE_ERROR
+            }
+            LogError::Producer(e) => e.error_code(),
+            LogError::InvalidBatch(_) => code::CORRUPT_MESSAGE,
+            LogError::MessageTooLarge { .. } => code::MESSAGE_TOO_LARGE,
+        }
+    }
+}
+
+impl std::fmt::Display for LogError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset,
+                log_end_offset,
+            } => write!(
+                f,
+                "offset {offset} out of range [{log_start_offset}, {log_end_offset}]"
+            ),
+            LogError::Corrupt { segment, position } => {
+                write!(f, "corrupt data in segment {segment} at byte {position}")
+            }
+            LogError::Failed => write!(f, "partition log failed (storage error)"),
+            LogError::Disk(e) => write!(f, "disk: {e}"),
+            LogError::Producer(e) => write!(f, "producer: {e}"),
+            LogError::InvalidBatch(what) => write!(f, "invalid batch: {what}"),
+            LogError::MessageTooLarge { bytes } => write!(f, "batch of {bytes} bytes too large"),
+        }
+    }
+}
+
+impl std::error::Error for LogError {}
+
+impl From<DiskError> for LogError {
+    fn from(e: DiskError) -> Self {
+        LogError::Disk(e)
+    }
+}
+
+/// What an append did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// The stamp written when the log uses LogAppendTime, else -1 (Kafka's produce response).
+    pub log_append_time: i64,
+    pub max_timestamp: i64,
+    /// An exact retry of an idempotent batch: nothing was written, offsets are the original ones.
+    pub duplicate: bool,
+    pub log_start_offset: i64,
+}
+
+/// What a read returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadResult {
+    /// Whole stored batches, CRC-verified.
+    pub bytes: Bytes,
+    /// Offset after the last returned batch (== requested offset when empty).
+    pub next_offset: i64,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+}
+
+/// A sync the caller runs without holding the log: see `execute_flush`.
+#[derive(Clone, Debug)]
+pub struct FlushPlan<F> {
+    pub files: Vec<F>,
+    pub sync_dir: Option<String>,
+    /// Written (atomically) after the syncs: the recovery point to checkpoint.
+    pub recovery_checkpoint: Option<(String, i64)>,
+    /// Every offset below this is durable once the plan succeeds.
+    pub end_offset: i64,
+    generation: u64,
+}
+
+/// A byte range of a sealed segment that failed its checks during recovery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CorruptRange {
+    pub segment: i64,
+    pub positions: Range<u64>,
+}
+
+struct PendingSync<F> {
+    file: F,
+    up_to_offset: i64,
+}
+
+/// One partition's log on a `Disk`.
+pub struct PartitionLog<D: Disk> {
+    disk: D,
+    dir: String,
+    config: LogConfig,
+    segments: BTreeMap<i64, Segment<D::File>>,
+    log_start_offset: i64,
+    log_end_offset: i64,
+    durable_end_offset: i64,
+    producers: ProducerStateTable,
+    snapshots: BTreeSet<i64>,
+    pending_sync: BTreeMap<String, PendingSync<D::File>>,
+    dir_sync_up_to: Option<i64>,
+    checkpoint_up_to: Option<i64>,
+    generation: u64,
+    failed: bool,
+}
+
+/// Runs a flush plan: syncs its files, then its directory, then writes the recovery point.
+/// Holds no reference to the log, so appends continue meanwhile (group commit).
+pub async fn execute_flush<D: Disk>(disk: &D, plan: &FlushPlan<D::File>) -> Result<(), DiskError> {
+    for file in &plan.files {
+        disk.sync(file).await?;
+    }
+    if let Some(dir) = &plan.sync_dir {
+        disk.sync_dir(dir).await?;
+    }
+    if let Some((dir, offset)) = &plan.recovery_checkpoint {
+        checkpoint::write(disk, dir, checkpoint::RECOVERY_POINT_CHECKPOINT, *offset).await?;
+    }
+    Ok(())
+}
+
+impl<D: Disk> PartitionLog<D> {
+    /// Opens (creating if needed) the partition directory `dir` and recovers it.
+    pub async fn open(
+        disk: D,
+        dir: &str,
+        config: LogConfig,
+    ) -> Result<(Self, RecoveryReport), LogError> {
+        recovery::open(disk, dir, config).await
+    }
+
+    pub fn dir(&self) -> &str {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Replaces the topic configuration (takes effect at the next append / retention pass).
+    pub fn set_config(&mut self, config: LogConfig) {
+        assert_config(&config);
+        self.producers = rewindow(&self.producers, &config);
+        self.config = config;
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.log_end_offset
+    }
+
+    /// Every offset below this is on disk and synced (the recovery point).
+    pub fn durable_end_offset(&self) -> i64 {
+        self.durable_end_offset
+    }
+
+    pub fn is_failed(&self) -> bool {
+        self.failed
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_bases(&self) -> Vec<i64> {
+        self.segments.keys().copied().collect()
+    }
+
+    /// Total bytes of all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.size_bytes).sum()
+    }
+
+    pub fn producer_state(&self) -> &ProducerStateTable {
+        &self.producers
+    }
+
+    fn check_live(&self) -> Result<(), LogError> {
+        if self.failed {
+            Err(LogError::Failed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn active(&self) -> &Segment<D::File> {
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment<D::File> {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+
+    fn path(&self, name: &str) -> String {
+        format!("{}/{}", self.dir, name)
+    }
+
+    fn assert_invariants(&self) {
+        assert!(self.log_start_offset <= self.log_end_offset);
+        assert!(self.durable_end_offset <= self.log_end_offset);
+        assert_eq!(self.active().next_offset, self.log_end_offset);
+        debug_assert!(self
+            .segments
+            .values()
+            .zip(self.segments.values().skip(1))
+            .all(|(a, b)| a.next_offset == b.base_offset));
+    }
+
+    /// Appends one or more batches (already validated by the caller), assigning offsets from the
+    /// log end offset. Not durable until a flush covers `last_offset`.
+    pub async fn append(
+        &mut self,
+        mut batches: BytesMut,
+        now_ms: i64,
+        leader_epoch: i32,
+    ) -> Result<AppendInfo, LogError> {
+        self.check_live()?;
+        let headers = split(&batches, self.config.max_message_bytes)?;
+
+        // Idempotence: stage every batch against a working copy, so the append stays atomic.
+        let mut staged = self
+            .producers
+            .clone_for(headers.iter().map(|(_, h)| h.producer_id));
+        let mut offset = self.log_end_offset;
+        for (range, hdr) in &headers {
+            let pb = hdr.producer_batch();
+            match staged.check(&pb).map_err(LogError::Producer)? {
+                Outcome::Duplicate {
+                    base_offset,
+                    last_offset,
+                } if headers.len() == 1 => {
+                    return Ok(AppendInfo {
+                        base_offset,
+                        last_offset,
+                        log_append_time: -1,
+                        max_timestamp: hdr.max_timestamp,
+                        duplicate: true,
+                        log_start_offset: self.log_start_offset,
+                    });
+                }
+                Outcome::Duplicate { .. } => {
+                    return Err(LogError::InvalidBatch(
+                        "duplicate batch inside a multi-batch append",
+                    ))
+                }
+                Outcome::New => staged.update(&pb, offset, hdr.max_timestamp),
+            }
+            offset += i64::from(hdr.last_offset_delta) + 1;
+            debug_assert!(range.end <= batches.len());
+        }
+
+        let total_bytes = batches.len() as u64;
+        if self.should_roll(total_bytes, offset, now_ms) {
+            self.roll(now_ms).await?;
+        }
+
+        let log_append_time =
+            (self.config.message_timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
+        let base_offset = self.log_end_offset;
+        let mut next = base_offset;
+        for (range, hdr) in &headers {
+            batch_view::patch(
+                &mut batches[range.clone()],
+                next,
+                leader_epoch,
+                log_append_time,
+            );
+            next += i64::from(hdr.last_offset_delta) + 1;
+        }
+
+        let position = self.active().size_bytes;
+        let write = self
+            .disk
+            .write_at(&self.active().file, position, &batches)
+            .await;
+        if let Err(e) = write {
+            return Err(self.undo_write(position, e).await);
+        }
+
+        let interval = self.config.index_interval_bytes;
+        let mut max_timestamp = -1;
+        let mut at = position;
+        let mut next = base_offset;
+        for (_, hdr) in &headers {
+            let mut stored = *hdr;
+            stored.base_offset = next;
+            if let Some(t) = log_append_time {
+                stored.max_timestamp = t;
+            }
+            max_timestamp = max_timestamp.max(stored.max_timestamp);
+            self.active_mut().on_batch(at, &stored, interval, now_ms);
+            self.producers
+                .update(&stored.producer_batch(), next, stored.max_timestamp);
+            at += hdr.total_bytes as u64;
+            next = stored.last_offset() + 1;
+        }
+        self.log_end_offset = next;
+        let name = self.path(&segment::file_name(
+            self.active().base_offset,
+            segment::LOG_EXT,
+        ));
+        let file = self.active().file.clone();
+        self.pending_sync.insert(
+            name,
+            PendingSync {
+                file,
+                up_to_offset: next,
+            },
+        );
+        self.assert_invariants();
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next - 1,
+            log_append_time: log_append_time.unwrap_or(-1),
+            max_timestamp,
+            duplicate: false,
+            log_start_offset: self.log_start_offset,
+        })
+    }
+
+    async fn undo_write(&mut self, position: u64, error: DiskError) -> LogError {
+        tracing::warn!(dir = %self.dir, %error, "append write failed; cutting the segment back");
+        let file = self.active().file.clone();
+        if let Err(undo) = self.disk.set_len(&file, position).await {
+            tracing::error!(dir = %self.dir, %undo, "cannot undo a failed write; log failed");
+            self.failed = true;
+            return LogError::Failed;
+        }
+        LogError::Disk(error)
+    }
+
+    fn should_roll(&self, bytes: u64, next_offset: i64, now_ms: i64) -> bool {
+        let active = self.active();
+        if active.is_empty() {
+            return false;
+        }
+        let full = active.size_bytes + bytes > self.config.segment_bytes;
+        let old = active
+            .first_batch_time_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) > self.config.segment_ms);
+        let offsets = next_offset - active.base_offset > i64::from(u32::MAX);
+        full || old || offsets || self.config.hooks.buggify("storage.append.roll_early")
+    }
+
+    /// Seals the active segment (writes its index files and a producer snapshot) and starts a
+    /// new one at the log end offset. The new names need `sync_dir`: the next flush plan does it.
+    async fn roll(&mut self, _now_ms: i64) -> Result<(), LogError> {
+        let base = self.log_end_offset;
+        let sealed_base = self.active().base_offset;
+        self.active_mut().seal_time_index();
+        let index_bytes = self.active().index.encode();
+        let time_bytes = self.active().time_index.encode();
+        self.write_side_file(sealed_base, segment::INDEX_EXT, &index_bytes, base)
+            .await?;
+        self.write_side_file(sealed_base, segment::TIME_INDEX_EXT, &time_bytes, base)
+            .await?;
+        let snapshot = self.producers.encode();
+        self.write_side_file(base, segment::SNAPSHOT_EXT, &snapshot, base)
+            .await?;
+        self.snapshots.insert(base);
+        let log_name = self.path(&segment::file_name(base, segment::LOG_EXT));
+        let file = self.disk.open(&log_name, OpenMode::CreateOrOpen).await?;
+        self.disk.set_len(&file, 0).await?;
+        self.segments.insert(base, Segment::new(base, file));
+        self.dir_sync_up_to = Some(base);
+        self.checkpoint_up_to = Some(base);
+        while self.snapshots.len() > PRODUCER_SNAPSHOTS_KEPT {
+            let oldest = self.snapshots.pop_first().expect("non-empty");
+            let name = self.path(&segment::file_name(oldest, segment::SNAPSHOT_EXT));
+            self.pending_sync.remove(&name);
+            remove_if_present(&self.disk, &name).await?;
+        }
+        tracing::debug!(dir = %self.dir, base, "rolled segment");
+        Ok(())
+    }
+
+    async fn write_side_file(
+        &mut self,
+        base: i64,
+        ext: &str,
+        bytes: &[u8],
+        up_to_offset: i64,
+    ) -> Result<(), LogError> {
+        let name = self.path(&segment::file_name(base, ext));
+        let file = self.disk.open(&name, OpenMode::CreateOrOpen).await?;
+        self.disk.set_len(&file, 0).await?;
+        self.disk.write_at(&file, 0, bytes).await?;
+        self.pending_sync
+            .insert(name, PendingSync { file, up_to_offset });
+        Ok(())
+    }
+
+    /// What a group-commit sync must do now to make everything appended so far durable, or
+    /// `None` when nothing is pending.
+    pub fn flush_plan(&self) -> Option<FlushPlan<D::File>> {
+        if self.failed {
+            return None;
+        }
+        let nothing = self.pending_sync.is_empty()
+            && self.dir_sync_up_to.is_none()
+            && self.checkpoint_up_to.is_none()
+            && self.durable_end_offset == self.log_end_offset;
+        if nothing {
+            return None;
+        }
+        Some(FlushPlan {
+            files: self.pending_sync.values().map(|p| p.file.clone()).collect(),
+            sync_dir: self.dir_sync_up_to.map(|_| self.dir.clone()),
+            recovery_checkpoint: self
+                .checkpoint_up_to
+                .map(|_| (self.dir.clone(), self.log_end_offset)),
+            end_offset: self.log_end_offset,
+            generation: self.generation,
+        })
+    }
+
+    /// Feeds back the result of `execute_flush`. On success the durable end offset advances to
+    /// the plan's end offset; on failure the log fails for good (never pretend data is safe).
+    pub fn flush_done(
+        &mut self,
+        plan: &FlushPlan<D::File>,
+        result: Result<(), DiskError>,
+    ) -> Result<i64, LogError> {
+        if let Err(error) = result {
+            tracing::error!(dir = %self.dir, %error, "sync failed; partition log failed");
+            self.failed = true;
+            return Err(LogError::Failed);
+        }
+        self.check_live()?;
+        if plan.generation != self.generation {
+            // A truncation happened meanwhile: the plan's offsets no longer name the same data.
+            return Ok(self.durable_end_offset);
+        }
+        let end = plan.end_offset;
+        self.pending_sync.retain(|_, p| p.up_to_offset > end);
+        if self.dir_sync_up_to.is_some_and(|o| o <= end) && plan.sync_dir.is_some() {
+            self.dir_sync_up_to = None;
+        }
+        if self.checkpoint_up_to.is_some_and(|o| o <= end) && plan.recovery_checkpoint.is_some() {
+            self.checkpoint_up_to = None;
+        }
+        self.durable_end_offset = self.durable_end_offset.max(end.min(self.log_end_offset));
+        self.assert_invariants();
+        Ok(self.durable_end_offset)
+    }
+
+    /// Plan, execute and apply a flush in one go (tests, shutdown).
+    pub async fn flush(&mut self) -> Result<i64, LogError> {
+        self.check_live()?;
+        let Some(plan) = self.flush_plan() else {
+            return Ok(self.durable_end_offset);
+        };
+        let result = execute_flush(&self.disk, &plan).await;
+        self.flush_done(&plan, result)
+    }
+
+    /// Whole stored batches from the one containing `offset`, up to `max_bytes` (but at least
+    /// one whole batch when one exists), only batches entirely below `max_offset_exclusive`,
+    /// each CRC-verified.
+    pub async fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset_exclusive: Option<i64>,
+    ) -> Result<ReadResult, LogError> {
+        self.check_live()?;
+        if offset < self.log_start_offset || offset > self.log_end_offset {
+            return Err(self.out_of_range(offset));
+        }
+        let limit = max_offset_exclusive
+            .unwrap_or(self.log_end_offset)
+            .min(self.log_end_offset);
+        let empty = ReadResult {
+            bytes: Bytes::new(),
+            next_offset: offset,
+            log_start_offset: self.log_start_offset,
+            log_end_offset: self.log_end_offset,
+        };
+        if offset >= limit {
+            return Ok(empty);
+        }
+        for seg in self
+            .segments
+            .range(..=offset)
+            .next_back()
+            .into_iter()
+            .map(|(_, s)| s)
+            .chain(self.segments.range(offset + 1..).map(|(_, s)| s))
+        {
+            if seg.next_offset <= offset {
+                continue;
+            }
+            if seg.base_offset >= limit {
+                break;
+            }
+            if let Some(found) = self.read_segment(seg, offset, max_bytes, limit).await? {
+                return Ok(ReadResult {
+                    bytes: found.0,
+                    next_offset: found.1,
+                    ..empty
+                });
+            }
+        }
+        Ok(empty)
+    }
+
+    async fn read_segment(
+        &self,
+        seg: &Segment<D::File>,
+        offset: i64,
+        max_bytes: usize,
+        limit: i64,
+    ) -> Result<Option<(Bytes, i64)>, LogError> {
+        let corrupt = |position| LogError::Corrupt {
+            segment: seg.base_offset,
+            position,
+        };
+        let mut cursor = BatchCursor::new(&self.disk, &seg.file, seg.size_bytes, SEEK_CHUNK_BYTES);
+        let mut position = seg.seek_position(offset);
+        let first = loop {
+            match cursor.next(position, false).await? {
+                Scanned::End => return Ok(None),
+                Scanned::Bad { position, .. } => return Err(corrupt(position)),
+                Scanned::Batch { hdr, .. } if hdr.last_offset() < offset => {
+                    position += hdr.total_bytes as u64;
+                }
+                Scanned::Batch { hdr, .. } => break hdr,
+            }
+        };
+        if first.last_offset() >= limit {
+            return Ok(None);
+        }
+        let available = (seg.size_bytes - position) as usize;
+        let want = max_bytes.min(available).max(first.total_bytes);
+        if let Some(at) = seg.corrupt_overlap(&(position..position + want as u64)) {
+            return Err(corrupt(at));
+        }
+        let mut buf = BytesMut::zeroed(want);
+        let n = self.disk.read_at(&seg.file, position, &mut buf).await?;
+        buf.truncate(n);
+        let skip_crc = self.config.hooks.mutant("skip_crc_on_read");
+        let mut used = 0usize;
+        let mut next_offset = offset;
+        while used < buf.len() {
+            let Some(hdr) = batch_view::parse(&buf[used..]) else {
+                if used == 0 {
+                    return Err(corrupt(position));
+                }
+                break;
+            };
+            let end = used + hdr.total_bytes;
+            if end > buf.len() || hdr.last_offset() >= limit {
+                break;
+            }
+            let expected = if used == 0 {
+                first.base_offset
+            } else {
+                next_offset
+            };
+            if hdr.base_offset != expected || (!skip_crc && !batch_view::crc_ok(&buf[used..end])) {
+                tracing::error!(
+                    dir = %self.dir, segment = seg.base_offset, position = position + used as u64,
+                    "stored batch failed verification on read"
+                );
+                return Err(corrupt(position + used as u64));
+            }
+            next_offset = hdr.last_offset() + 1;
+            used = end;
+        }
+        if used == 0 {
+            return Err(corrupt(position));
+        }
+        buf.truncate(used);
+        Ok(Some((buf.freeze(), next_offset)))
+    }
+
+    fn out_of_range(&self, offset: i64) -> LogError {
+        LogError::OffsetOutOfRange {
+            offset,
+            log_start_offset: self.log_start_offset,
+            log_end_offset: self.log_end_offset,
+        }
+    }
+
+    /// ListOffsets by timestamp: the first batch whose max timestamp is `>= timestamp`, as
+    /// `(offset, that max timestamp)`; the offset is the batch's base offset (batch granularity:
+    /// records are never decoded), raised to the log start offset.
+    pub async fn offset_for_timestamp(
+        &self,
+        timestamp: i64,
+    ) -> Result<Option<(i64, i64)>, LogError> {
+        self.check_live()?;
+        for seg in self.segments.values() {
+            if seg.max_timestamp < timestamp || seg.next_offset <= self.log_start_offset {
+                continue;
+            }
+            let mut position = match seg.time_index.last_below(timestamp) {
+                Some((_, rel)) => seg.seek_position(seg.base_offset + i64::from(rel)),
+                None => 0,
+            };
+            let mut cursor =
+                BatchCursor::new(&self.disk, &seg.file, seg.size_bytes, SEEK_CHUNK_BYTES);
+            loop {
+                match cursor.next(position, false).await? {
+                    Scanned::End => break,
+                    Scanned::Bad { position, .. } => {
+                        return Err(LogError::Corrupt {
+                            segment: seg.base_offset,
+                            position,
+                        })
+                    }
+                    Scanned::Batch { hdr, .. } => {
+                        let live = hdr.last_offset() >= self.log_start_offset;
+                        if live && hdr.max_timestamp >= timestamp {
+                            let offset = hdr.base_offset.max(self.log_start_offset);
+                            return Ok(Some((offset, hdr.max_timestamp)));
+                        }
+                        position += hdr.total_bytes as u64;
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// KIP-734 (`-3`): the base offset of the batch holding the largest timestamp, and that
+    /// timestamp; `None` when the log is empty.
+    pub fn max_timestamp_offset(&self) -> Option<(i64, i64)> {
+        let mut best: Option<(i64, i64)> = None;
+        for seg in self.segments.values() {
+            if seg.is_empty() || seg.next_offset <= self.log_start_offset {
+                continue;
+            }
+            if best.is_none_or(|(_, ts)| seg.max_timestamp > ts) {
+                best = Some((
+                    seg.max_timestamp_offset.max(self.log_start_offset),
+                    seg.max_timestamp,
+                ));
+            }
+        }
+        best
+    }
+
+    /// Deletes whole sealed segments past `retention_ms` (by their largest timestamp) or beyond
+    /// `retention_bytes`, oldest first, never the active one; returns how many were deleted.
+    pub async fn apply_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
+        self.check_live()?;
+        let mut excess = if self.config.retention_bytes >= 0 {
+            self.size_bytes() as i64 - self.config.retention_bytes
+        } else {
+            0
+        };
+        let mut doomed = Vec::new();
+        for seg in self.segments.values().take(self.segments.len() - 1) {
+            let by_time = self.config.retention_ms >= 0
+                && now_ms.saturating_sub(seg.max_timestamp) > self.config.retention_ms;
+            let by_size = excess - seg.size_bytes as i64 >= 0 && self.config.retention_bytes >= 0;
+            if !(by_time || by_size) {
+                break;
+            }
+            excess -= seg.size_bytes as i64;
+            doomed.push(seg.next_offset);
+        }
+        let Some(&new_start) = doomed.last() else {
+            return Ok(0);
+        };
+        self.advance_log_start(new_start).await?;
+        Ok(doomed.len())
+    }
+
+    /// DeleteRecords: moves the log start offset to `offset` (checkpointed) and deletes the
+    /// sealed segments entirely below it. Returns the new log start offset.
+    pub async fn delete_records_before(&mut self, offset: i64) -> Result<i64, LogError> {
+        self.check_live()?;
+        if offset > self.log_end_offset || offset < 0 {
+            return Err(self.out_of_range(offset));
+        }
+        if offset > self.log_start_offset {
+            self.advance_log_start(offset).await?;
+        }
+        Ok(self.log_start_offset)
+    }
+
+    async fn advance_log_start(&mut self, offset: i64) -> Result<(), LogError> {
+        assert!(offset <= self.log_end_offset && offset >= self.log_start_offset);
+        // Checkpoint first: if we crash before the files go, open takes the larger start.
+        checkpoint::write(
+            &self.disk,
+            &self.dir,
+            checkpoint::LOG_START_CHECKPOINT,
+            offset,
+        )
+        .await?;
+        self.log_start_offset = offset;
+        let doomed: Vec<i64> = self
+            .segments
+            .values()
+            .take(self.segments.len() - 1)
+            .filter(|s| s.next_offset <= offset)
+            .map(|s| s.base_offset)
+            .collect();
+        for base in &doomed {
+            self.segments.remove(base);
+            self.remove_segment_files(*base).await?;
+        }
+        if !doomed.is_empty() {
+            self.disk.sync_dir(&self.dir).await?;
+            tracing::info!(dir = %self.dir, deleted = doomed.len(), log_start_offset = offset,
+                "deleted old segments");
+        }
+        self.assert_invariants();
+        Ok(())
+    }
+
+    async fn remove_segment_files(&mut self, base: i64) -> Result<(), LogError> {
+        for ext in [
+            segment::LOG_EXT,
+            segment::INDEX_EXT,
+            segment::TIME_INDEX_EXT,
+            segment::SNAPSHOT_EXT,
+        ] {
+            let name = self.path(&segment::file_name(base, ext));
+            self.pending_sync.remove(&name);
+            remove_if_present(&self.disk, &name).await?;
+        }
+        self.snapshots.remove(&base);
+        Ok(())
+    }
+
+    /// Removes every batch at or after `offset` (rounded down to a batch boundary), durably.
+    /// For replication: a follower truncating to its divergence point.
+    pub async fn truncate_to(&mut self, offset: i64) -> Result<i64, LogError> {
+        self.check_live()?;
+        if offset >= self.log_end_offset {
+            return Ok(self.log_end_offset);
+        }
+        self.generation += 1;
+        let offset = offset.max(self.log_start_offset);
+        let seg_base = *self
+            .segments
+            .range(..=offset)
+            .next_back()
+            .map(|(b, _)| b)
+            .expect("log start offset lies in a segment");
+        let doomed: Vec<i64> = self
+            .segments
+            .range(seg_base + 1..)
+            .map(|(b, _)| *b)
+            .collect();
+        for base in doomed {
+            self.segments.remove(&base);
+            self.remove_segment_files(base).await?;
+        }
+        // Find the batch that holds `offset`; cut at its start.
+        let (cut, new_end) = {
+            let seg = &self.segments[&seg_base];
+            let mut cursor =
+                BatchCursor::new(&self.disk, &seg.file, seg.size_bytes, SEEK_CHUNK_BYTES);
+            let mut position = seg.seek_position(offset);
+            loop {
+                match cursor.next(position, false).await? {
+                    Scanned::Batch { hdr, .. } if hdr.last_offset() < offset => {
+                        position += hdr.total_bytes as u64;
+                    }
+                    Scanned::Batch { hdr, .. } => break (position, hdr.base_offset),
+                    Scanned::End => break (position, seg.next_offset),
+                    Scanned::Bad { position, .. } => {
+                        return Err(LogError::Corrupt {
+                            segment: seg_base,
+                            position,
+                        })
+                    }
+                }
+            }
+        };
+        let file = self.segments[&seg_base].file.clone();
+        self.disk.set_len(&file, cut).await?;
+        if let Err(e) = self.disk.sync(&file).await {
+            self.failed = true;
+            tracing::error!(dir = %self.dir, error = %e, "sync after truncation failed");
+            return Err(LogError::Failed);
+        }
+        for ext in [segment::INDEX_EXT, segment::TIME_INDEX_EXT] {
+            let name = self.path(&segment::file_name(seg_base, ext));
+            self.pending_sync.remove(&name);
+            remove_if_present(&self.disk, &name).await?;
+        }
+        self.disk.sync_dir(&self.dir).await?;
+        let interval = self.config.index_interval_bytes;
+        let (rebuilt, _) = recovery::scan(
+            &self.disk,
+            &file,
+            seg_base,
+            cut,
+            interval,
+            recovery::ScanMode::Tail,
+            false,
+        )
+        .await?;
+        self.segments.insert(seg_base, rebuilt);
+        self.log_end_offset = new_end;
+        self.durable_end_offset = self.durable_end_offset.min(new_end);
+        self.log_start_offset = self.log_start_offset.min(new_end);
+        self.producers.truncate_to(new_end);
+        let stale: Vec<i64> = self.snapshots.range(new_end + 1..).copied().collect();
+        for base in stale {
+            let name = self.path(&segment::file_name(base, segment::SNAPSHOT_EXT));
+            remove_if_present(&self.disk, &name).await?;
+            self.snapshots.remove(&base);
+        }
+        let name = self.path(&segment::file_name(seg_base, segment::LOG_EXT));
+        self.pending_sync.retain(|n, _| *n != name);
+        self.assert_invariants();
+        Ok(new_end)
+    }
+}
+
+fn assert_config(config: &LogConfig) {
+    assert!(config.segment_bytes > 0 && config.segment_bytes <= SEGMENT_BYTES_MAX);
+    assert!(config.index_interval_bytes > 0);
+}
+
+fn rewindow(table: &ProducerStateTable, config: &LogConfig) -> ProducerStateTable {
+    let window = producer_window(config);
+    let mut fresh = ProducerStateTable::decode(&table.encode(), window).unwrap_or_default();
+    if fresh.is_empty() && !table.is_empty() {
+        fresh = table.clone();
+    }
+    fresh
+}
+
+pub(crate) fn producer_window(config: &LogConfig) -> usize {
+    if config.hooks.mutant("idempotence_window_one") {
+        1
+    } else {
+        PRODUCER_BATCHES_RETAINED
+    }
+}
+
+async fn remove_if_present<D: Disk>(disk: &D, path: &str) -> Result<(), DiskError> {
+    match disk.remove(path).await {
+        Ok(()) | Err(DiskError::NotFound) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Walks the appended bytes as whole batches; each must parse and fit `max_message_bytes`.
+fn split(bytes: &[u8], max_message_bytes: usize) -> Result<Vec<(Range<usize>, Hdr)>, LogError> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        if out.len() >= APPEND_BATCHES_MAX {
+            return Err(LogError::InvalidBatch("too many batches in one append"));
+        }
+        let hdr = batch_view::parse(&bytes[at..]).ok_or(LogError::InvalidBatch("bad header"))?;
+        if hdr.total_bytes > max_message_bytes {
+            return Err(LogError::MessageTooLarge {
+                bytes: hdr.total_bytes,
+            });
+        }
+        let end = at + hdr.total_bytes;
+        if end > bytes.len() {
+            return Err(LogError::InvalidBatch(
+                "batch runs past the end of the input",
+            ));
+        }
+        out.push((at..end, hdr));
+        at = end;
+    }
+    if out.is_empty() {
+        return Err(LogError::InvalidBatch("no batch"));
+    }
+    Ok(out)
+}
+
+impl ProducerStateTable {
+    /// A table holding only the given producers' entries (for staging an append).
+    fn clone_for(&self, ids: impl Iterator<Item = i64>) -> ProducerStateTable {
+        let mut out = ProducerStateTable::new(self.window());
+        for id in ids {
+            if let Some(entry) = self.get(id) {
+                out.insert(id, entry.clone());
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

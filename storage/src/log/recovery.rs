@@ -1,0 +1,529 @@
+//! Opening a partition directory: classify files, drop strays, load sealed segments from their
+//! index files (rebuilding any that do not match the log), scan everything after the recovery
+//! point batch by batch (bounds, offsets, CRC-32C), cut a torn or corrupt tail, record corrupt
+//! ranges inside durable sealed segments, and rebuild producer state from a snapshot plus the
+//! batches after it. Never serves or keeps bytes that failed a check (except under the
+//! `recovery_truncate_short` mutant, a planted bug for the simulator).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::disk::{Disk, DiskError, OpenMode};
+use crate::log::batch_view;
+use crate::log::checkpoint;
+use crate::log::index::OffsetIndex;
+use crate::log::producer_state::ProducerStateTable;
+use crate::log::segment::{self, BatchCursor, Scanned, Segment, SCAN_CHUNK_BYTES};
+use crate::log::time_index::TimeIndex;
+use crate::log::{
+    assert_config, producer_window, remove_if_present, CorruptRange, LogConfig, LogError,
+    PartitionLog,
+};
+
+/// Suffixes of leftovers from interrupted operations, deleted on open.
+pub const STRAY_SUFFIXES: &[&str] = &[".tmp", ".cleaned", ".deleted", ".swap"];
+
+/// What `open` found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub segments: usize,
+    /// Segments read batch by batch (after the recovery point, or with bad index files).
+    pub segments_scanned: usize,
+    pub bytes_truncated: u64,
+    /// Segments after a cut tail (unreachable, so deleted).
+    pub segments_deleted: usize,
+    pub indexes_rebuilt: usize,
+    pub stray_files_removed: usize,
+    pub corrupt_ranges: Vec<CorruptRange>,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+}
+
+/// How a scan treats the first bad batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScanMode {
+    /// Unsynced tail: stop there (the caller cuts the file).
+    Tail,
+    /// Durable sealed segment: bad bytes are rot; record them and keep going where possible.
+    Sealed,
+}
+
+/// Where a `Tail` scan stopped early: the file should be cut to `cut_at`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Damage {
+    pub position: u64,
+    pub cut_at: u64,
+}
+
+/// Reads a segment file batch by batch from the start, rebuilding its in-memory state.
+pub async fn scan<D: Disk>(
+    disk: &D,
+    file: &D::File,
+    base: i64,
+    len: u64,
+    interval: u64,
+    mode: ScanMode,
+    keep_garbage: bool,
+) -> Result<(Segment<D::File>, Option<Damage>), DiskError> {
+    let mut seg = Segment::new(base, file.clone());
+    let mut cursor = BatchCursor::new(disk, file, len, SCAN_CHUNK_BYTES);
+    let mut position = 0u64;
+    loop {
+        let step = cursor.next(position, true).await?;
+        let (hdr, whole) = match step {
+            Scanned::End => return Ok((seg, None)),
+            Scanned::Batch {
+                hdr, crc_ok: true, ..
+            } if hdr.base_offset == seg.next_offset => {
+                seg.on_batch(position, &hdr, interval, hdr.max_timestamp);
+                position += hdr.total_bytes as u64;
+                continue;
+            }
+            Scanned::Batch { hdr, .. } => (Some(hdr), true),
+            Scanned::Bad { hdr, .. } => (hdr, false),
+        };
+        let plausible = hdr.filter(|h| whole && h.base_offset == seg.next_offset);
+        match mode {
+            ScanMode::Sealed => {
+                if let Some(h) = plausible {
+                    // CRC failure inside a batch whose framing is intact: skip just that batch.
+                    let end = position + h.total_bytes as u64;
+                    seg.corrupt.push(position..end);
+                    seg.on_batch(position, &h, interval, h.max_timestamp);
+                    position = end;
+                    continue;
+                }
+                seg.corrupt.push(position..len.max(position + 1));
+                seg.keep_garbage(len);
+                return Ok((seg, None));
+            }
+            ScanMode::Tail if keep_garbage => {
+                // Planted bug: keep the damaged batch (or the whole torn tail) as if it were good.
+                if let Some(h) = plausible {
+                    let end = position + h.total_bytes as u64;
+                    seg.on_batch(position, &h, interval, h.max_timestamp);
+                    return Ok((
+                        seg,
+                        Some(Damage {
+                            position,
+                            cut_at: end,
+                        }),
+                    ));
+                }
+                seg.keep_garbage(len);
+                return Ok((
+                    seg,
+                    Some(Damage {
+                        position,
+                        cut_at: len,
+                    }),
+                ));
+            }
+            ScanMode::Tail => {
+                return Ok((
+                    seg,
+                    Some(Damage {
+                        position,
+                        cut_at: position,
+                    }),
+                ))
+            }
+        }
+    }
+}
+
+/// Loads a sealed segment from its index files; `None` when they are missing or disagree with
+/// the log (then the caller rebuilds by scanning).
+async fn load_sealed<D: Disk>(
+    disk: &D,
+    dir: &str,
+    base: i64,
+    file: &D::File,
+    len: u64,
+    next_base: i64,
+) -> Result<Option<Segment<D::File>>, DiskError> {
+    let Some(index_bytes) = read_small(disk, dir, base, segment::INDEX_EXT).await? else {
+        return Ok(None);
+    };
+    let Some(time_bytes) = read_small(disk, dir, base, segment::TIME_INDEX_EXT).await? else {
+        return Ok(None);
+    };
+    let (Some(index), Some(time_index)) = (
+        OffsetIndex::decode(&index_bytes),
+        TimeIndex::decode(&time_bytes),
+    ) else {
+        return Ok(None);
+    };
+    let span = next_base - base;
+    if span < 0 || (span > 0 && len == 0) || time_index.is_empty() != (span == 0) {
+        return Ok(None);
+    }
+    if let Some((rel, position)) = index.last() {
+        if i64::from(rel) >= span || u64::from(position) >= len {
+            return Ok(None);
+        }
+        let mut head = [0u8; batch_view::HEADER_BYTES];
+        let n = disk.read_at(file, u64::from(position), &mut head).await?;
+        let at_batch = batch_view::parse(&head[..n]).map(|h| h.base_offset);
+        if at_batch != Some(base + i64::from(rel)) {
+            return Ok(None);
+        }
+    }
+    if time_index
+        .last()
+        .is_some_and(|(_, rel)| i64::from(rel) >= span)
+    {
+        return Ok(None);
+    }
+    Ok(Some(Segment::sealed(
+        base,
+        file.clone(),
+        len,
+        next_base,
+        index,
+        time_index,
+    )))
+}
+
+/// Bound on side files read whole (index files are far smaller for any legal segment).
+const SIDE_FILE_BYTES_MAX: u64 = 128 * 1024 * 1024;
+
+async fn read_small<D: Disk>(
+    disk: &D,
+    dir: &str,
+    base: i64,
+    ext: &str,
+) -> Result<Option<Vec<u8>>, DiskError> {
+    let path = format!("{dir}/{}", segment::file_name(base, ext));
+    let file = match disk.open(&path, OpenMode::Existing).await {
+        Ok(f) => f,
+        Err(DiskError::NotFound) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let len = disk.len(&file).await?;
+    if len > SIDE_FILE_BYTES_MAX {
+        return Ok(None);
+    }
+    let mut buf = vec![0u8; len as usize];
+    let n = disk.read_at(&file, 0, &mut buf).await?;
+    buf.truncate(n);
+    Ok(Some(buf))
+}
+
+async fn write_side<D: Disk>(
+    disk: &D,
+    dir: &str,
+    base: i64,
+    ext: &str,
+    bytes: &[u8],
+) -> Result<(), DiskError> {
+    let path = format!("{dir}/{}", segment::file_name(base, ext));
+    let file = disk.open(&path, OpenMode::CreateOrOpen).await?;
+    disk.set_len(&file, 0).await?;
+    disk.write_at(&file, 0, bytes).await?;
+    disk.sync(&file).await
+}
+
+pub(crate) async fn open<D: Disk>(
+    disk: D,
+    dir: &str,
+    config: LogConfig,
+) -> Result<(PartitionLog<D>, RecoveryReport), LogError> {
+    assert_config(&config);
+    let interval = config.index_interval_bytes;
+    let mut report = RecoveryReport::default();
+    disk.create_dir_all(dir).await?;
+    disk.sync_dir(dir.rsplit_once('/').map_or("", |(parent, _)| parent))
+        .await?;
+
+    let mut logs = BTreeSet::new();
+    let mut side = Vec::new();
+    let mut snapshots = BTreeSet::new();
+    for name in disk.list(dir).await? {
+        if STRAY_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+            remove_if_present(&disk, &format!("{dir}/{name}")).await?;
+            report.stray_files_removed += 1;
+            continue;
+        }
+        match segment::parse_name(&name) {
+            Some((base, segment::LOG_EXT)) => {
+                logs.insert(base);
+            }
+            Some((base, segment::INDEX_EXT | segment::TIME_INDEX_EXT)) => side.push((base, name)),
+            Some((base, segment::SNAPSHOT_EXT)) => {
+                snapshots.insert(base);
+            }
+            _ if name == checkpoint::LOG_START_CHECKPOINT => {}
+            _ if name == checkpoint::RECOVERY_POINT_CHECKPOINT => {}
+            _ => tracing::warn!(dir, name, "unknown file in partition directory; left alone"),
+        }
+    }
+    let last_log = logs.last().copied();
+    for (base, name) in side {
+        // Orphans, and the active segment's (stale: it is always rebuilt by scanning).
+        if !logs.contains(&base) || Some(base) == last_log {
+            remove_if_present(&disk, &format!("{dir}/{name}")).await?;
+            report.stray_files_removed += 1;
+        }
+    }
+
+    let log_start_checkpoint =
+        checkpoint::read(&disk, dir, checkpoint::LOG_START_CHECKPOINT).await?;
+    let recovery_point = checkpoint::read(&disk, dir, checkpoint::RECOVERY_POINT_CHECKPOINT)
+        .await?
+        .unwrap_or(0);
+    if logs.is_empty() {
+        let base = log_start_checkpoint.unwrap_or(0).max(0);
+        let path = format!("{dir}/{}", segment::file_name(base, segment::LOG_EXT));
+        disk.open(&path, OpenMode::CreateOrOpen).await?;
+        disk.sync_dir(dir).await?;
+        logs.insert(base);
+    }
+    let bases: Vec<i64> = logs.into_iter().collect();
+    let scan_from = bases
+        .iter()
+        .rposition(|b| *b <= recovery_point)
+        .unwrap_or(0);
+    let keep_garbage = config.hooks.mutant("recovery_truncate_short");
+
+    let mut segments: BTreeMap<i64, Segment<D::File>> = BTreeMap::new();
+    let mut to_sync = Vec::new();
+    let mut cut = false;
+    for (i, &base) in bases.iter().enumerate() {
+        let path = format!("{dir}/{}", segment::file_name(base, segment::LOG_EXT));
+        if cut {
+            for ext in [
+                segment::LOG_EXT,
+                segment::INDEX_EXT,
+                segment::TIME_INDEX_EXT,
+            ] {
+                remove_if_present(&disk, &format!("{dir}/{}", segment::file_name(base, ext)))
+                    .await?;
+            }
+            report.segments_deleted += 1;
+            continue;
+        }
+        let file = disk.open(&path, OpenMode::Existing).await?;
+        let len = disk.len(&file).await?;
+        let is_last = i + 1 == bases.len();
+        if i < scan_from {
+            let next_base = bases[i + 1];
+            if let Some(seg) = load_sealed(&disk, dir, base, &file, len, next_base).await? {
+                segments.insert(base, seg);
+                continue;
+            }
+            report.segments_scanned += 1;
+            let (mut seg, _) =
+                scan(&disk, &file, base, len, interval, ScanMode::Sealed, false).await?;
+            if seg.next_offset != next_base {
+                tracing::error!(
+                    dir,
+                    base,
+                    next_base,
+                    found = seg.next_offset,
+                    "sealed segment ends before the next one starts"
+                );
+                if seg.corrupt.is_empty() {
+                    seg.corrupt
+                        .push(seg.size_bytes..seg.size_bytes.max(len) + 1);
+                }
+                seg.next_offset = next_base;
+            }
+            seal_and_persist(&disk, dir, &mut seg, &mut report).await?;
+            segments.insert(base, seg);
+            continue;
+        }
+        report.segments_scanned += 1;
+        let (mut seg, damage) = scan(
+            &disk,
+            &file,
+            base,
+            len,
+            interval,
+            ScanMode::Tail,
+            keep_garbage,
+        )
+        .await?;
+        let expected_base = segments.values().next_back().map(|s| s.next_offset);
+        if expected_base.is_some_and(|e| e != base) {
+            // A gap: the previous segment lost its tail, so this one is unreachable.
+            cut = true;
+            for ext in [
+                segment::LOG_EXT,
+                segment::INDEX_EXT,
+                segment::TIME_INDEX_EXT,
+            ] {
+                remove_if_present(&disk, &format!("{dir}/{}", segment::file_name(base, ext)))
+                    .await?;
+            }
+            report.segments_deleted += 1;
+            continue;
+        }
+        if let Some(d) = damage {
+            tracing::warn!(
+                dir,
+                base,
+                position = d.position,
+                cut_at = d.cut_at,
+                len,
+                "torn or corrupt tail; truncating"
+            );
+            if d.cut_at < len {
+                disk.set_len(&file, d.cut_at).await?;
+                report.bytes_truncated += len - d.cut_at;
+            }
+            cut = !is_last;
+        }
+        to_sync.push(file.clone());
+        if !is_last && !cut {
+            seal_and_persist(&disk, dir, &mut seg, &mut report).await?;
+        }
+        segments.insert(base, seg);
+    }
+    // A cut sealed segment is now the active one: its index files are stale.
+    let active_base = *segments.keys().next_back().expect("at least one segment");
+    for ext in [segment::INDEX_EXT, segment::TIME_INDEX_EXT] {
+        remove_if_present(
+            &disk,
+            &format!("{dir}/{}", segment::file_name(active_base, ext)),
+        )
+        .await?;
+    }
+    for file in &to_sync {
+        disk.sync(file).await?;
+    }
+    disk.sync_dir(dir).await?;
+
+    for seg in segments.values() {
+        for range in &seg.corrupt {
+            tracing::error!(
+                dir,
+                segment = seg.base_offset,
+                start = range.start,
+                end = range.end,
+                "CRC failure inside a durable segment; refusing to serve this range"
+            );
+            report.corrupt_ranges.push(CorruptRange {
+                segment: seg.base_offset,
+                positions: range.clone(),
+            });
+        }
+    }
+    let first_base = *segments.keys().next().expect("at least one segment");
+    let log_end_offset = segments.values().next_back().expect("segment").next_offset;
+    let log_start_offset = log_start_checkpoint
+        .unwrap_or(first_base)
+        .max(first_base)
+        .min(log_end_offset);
+
+    let window = producer_window(&config);
+    let producers = rebuild_producers(
+        &disk,
+        dir,
+        &segments,
+        &mut snapshots,
+        log_end_offset,
+        window,
+    )
+    .await?;
+    checkpoint::write(
+        &disk,
+        dir,
+        checkpoint::RECOVERY_POINT_CHECKPOINT,
+        log_end_offset,
+    )
+    .await?;
+
+    report.segments = segments.len();
+    report.log_start_offset = log_start_offset;
+    report.log_end_offset = log_end_offset;
+    let log = PartitionLog {
+        disk,
+        dir: dir.to_string(),
+        config,
+        segments,
+        log_start_offset,
+        log_end_offset,
+        durable_end_offset: log_end_offset,
+        producers,
+        snapshots,
+        pending_sync: BTreeMap::new(),
+        dir_sync_up_to: None,
+        checkpoint_up_to: None,
+        generation: 0,
+        failed: false,
+    };
+    log.assert_invariants();
+    tracing::info!(dir, ?report, "partition log recovered");
+    Ok((log, report))
+}
+
+async fn seal_and_persist<D: Disk>(
+    disk: &D,
+    dir: &str,
+    seg: &mut Segment<D::File>,
+    report: &mut RecoveryReport,
+) -> Result<(), DiskError> {
+    seg.seal_time_index();
+    write_side(
+        disk,
+        dir,
+        seg.base_offset,
+        segment::INDEX_EXT,
+        &seg.index.encode(),
+    )
+    .await?;
+    write_side(
+        disk,
+        dir,
+        seg.base_offset,
+        segment::TIME_INDEX_EXT,
+        &seg.time_index.encode(),
+    )
+    .await?;
+    report.indexes_rebuilt += 1;
+    Ok(())
+}
+
+/// Loads the newest usable producer snapshot and replays the batch headers after it.
+async fn rebuild_producers<D: Disk>(
+    disk: &D,
+    dir: &str,
+    segments: &BTreeMap<i64, Segment<D::File>>,
+    snapshots: &mut BTreeSet<i64>,
+    log_end_offset: i64,
+    window: usize,
+) -> Result<ProducerStateTable, DiskError> {
+    let stale: Vec<i64> = snapshots
+        .iter()
+        .copied()
+        .filter(|s| *s > log_end_offset || !segments.contains_key(s))
+        .collect();
+    for s in stale {
+        remove_if_present(
+            disk,
+            &format!("{dir}/{}", segment::file_name(s, segment::SNAPSHOT_EXT)),
+        )
+        .await?;
+        snapshots.remove(&s);
+    }
+    let mut table = ProducerStateTable::new(window);
+    let mut replay_from = i64::MIN;
+    for &s in snapshots.iter().rev() {
+        let bytes = read_small(disk, dir, s, segment::SNAPSHOT_EXT).await?;
+        if let Some(loaded) = bytes.and_then(|b| ProducerStateTable::decode(&b, window)) {
+            table = loaded;
+            replay_from = s;
+            break;
+        }
+        tracing::warn!(dir, snapshot = s, "ignoring damaged producer snapshot");
+    }
+    for seg in segments.range(replay_from..).map(|(_, s)| s) {
+        let mut cursor = BatchCursor::new(disk, &seg.file, seg.size_bytes, SCAN_CHUNK_BYTES);
+        let mut position = 0;
+        while let Scanned::Batch { hdr, .. } = cursor.next(position, false).await? {
+            table.update(&hdr.producer_batch(), hdr.base_offset, hdr.max_timestamp);
+            position += hdr.total_bytes as u64;
+        }
+    }
+    Ok(table)
+}

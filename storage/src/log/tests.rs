@@ -1,0 +1,680 @@
+//! Tests of `PartitionLog` on `RealDisk` in a temporary directory: append/read, rolls, index
+//! lookups against a linear scan, crash recovery (torn and corrupt tails, rot in sealed
+//! segments), retention, DeleteRecords, truncation, idempotence and group-commit flush plans.
+//! Never touches anything outside its own temp dirs.
+
+use bytes::{Bytes, BytesMut};
+use proptest::prelude::*;
+use samsa_net::records::{build_batch, decode_fetched, BatchOptions, Record};
+
+use super::*;
+use crate::disk::real::RealDisk;
+
+const DIR: &str = "t-0";
+
+fn records(n: usize, ts: i64, tag: &str) -> Vec<Record> {
+    (0..n)
+        .map(|i| Record {
+            key: Some(Bytes::from(format!("k{i}"))),
+            value: Some(Bytes::from(format!("{tag}-{i}"))),
+            headers: vec![("h".to_string(), Some(Bytes::from_static(b"v")))],
+            timestamp_ms: ts + i as i64,
+        })
+        .collect()
+}
+
+fn batch(n: usize, ts: i64, tag: &str) -> BytesMut {
+    build_batch(&records(n, ts, tag), &BatchOptions::default())
+}
+
+fn idem(pid: i64, epoch: i16, seq: i32, n: usize) -> BytesMut {
+    let options = BatchOptions {
+        producer_id: pid,
+        producer_epoch: epoch,
+        base_sequence: seq,
+        ..BatchOptions::default()
+    };
+    build_batch(&records(n, 1000, "idem"), &options)
+}
+
+fn small_segments() -> LogConfig {
+    LogConfig {
+        segment_bytes: 1024,
+        index_interval_bytes: 128,
+        ..LogConfig::default()
+    }
+}
+
+async fn open(
+    tmp: &tempfile::TempDir,
+    config: LogConfig,
+) -> (PartitionLog<RealDisk>, RecoveryReport) {
+    let disk = RealDisk::new(tmp.path()).expect("disk");
+    PartitionLog::open(disk, DIR, config).await.expect("open")
+}
+
+fn values(bytes: &[u8]) -> Vec<(i64, String)> {
+    decode_fetched(bytes)
+        .expect("decodes")
+        .into_iter()
+        .map(|(o, r)| {
+            (
+                o,
+                String::from_utf8(r.value.expect("value").to_vec()).expect("utf8"),
+            )
+        })
+        .collect()
+}
+
+// Tampering goes through the `Disk` trait too: only `disk::real` touches the file system.
+fn seg(base: i64, ext: &str) -> String {
+    segment::file_name(base, ext)
+}
+
+fn disk(tmp: &tempfile::TempDir) -> RealDisk {
+    RealDisk::new(tmp.path()).expect("disk")
+}
+
+async fn fs_read(tmp: &tempfile::TempDir, name: &str) -> Vec<u8> {
+    let d = disk(tmp);
+    let file = d
+        .open(&format!("{DIR}/{name}"), OpenMode::Existing)
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; d.len(&file).await.unwrap() as usize];
+    let n = d.read_at(&file, 0, &mut buf).await.unwrap();
+    buf.truncate(n);
+    buf
+}
+
+async fn fs_write(tmp: &tempfile::TempDir, name: &str, bytes: &[u8]) {
+    let d = disk(tmp);
+    let file = d
+        .open(&format!("{DIR}/{name}"), OpenMode::CreateOrOpen)
+        .await
+        .unwrap();
+    d.set_len(&file, 0).await.unwrap();
+    d.write_at(&file, 0, bytes).await.unwrap();
+}
+
+async fn fs_len(tmp: &tempfile::TempDir, name: &str) -> u64 {
+    let d = disk(tmp);
+    let file = d
+        .open(&format!("{DIR}/{name}"), OpenMode::Existing)
+        .await
+        .unwrap();
+    d.len(&file).await.unwrap()
+}
+
+async fn fs_set_len(tmp: &tempfile::TempDir, name: &str, len: u64) {
+    let d = disk(tmp);
+    let file = d
+        .open(&format!("{DIR}/{name}"), OpenMode::Existing)
+        .await
+        .unwrap();
+    d.set_len(&file, len).await.unwrap();
+}
+
+async fn fs_remove(tmp: &tempfile::TempDir, name: &str) {
+    disk(tmp).remove(&format!("{DIR}/{name}")).await.unwrap();
+}
+
+async fn fs_list(tmp: &tempfile::TempDir) -> Vec<String> {
+    disk(tmp).list(DIR).await.unwrap()
+}
+
+#[tokio::test]
+async fn append_read_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut log, report) = open(&tmp, LogConfig::default()).await;
+    assert_eq!((report.log_start_offset, report.log_end_offset), (0, 0));
+    let a = log.append(batch(3, 100, "a"), 5000, 7).await.unwrap();
+    let b = log.append(batch(2, 200, "b"), 5001, 7).await.unwrap();
+    assert_eq!((a.base_offset, a.last_offset, a.max_timestamp), (0, 2, 102));
+    assert_eq!(
+        (b.base_offset, b.last_offset, b.log_append_time),
+        (3, 4, -1)
+    );
+    assert_eq!(log.log_end_offset(), 5);
+
+    let all = log.read(0, 1 << 20, None).await.unwrap();
+    assert_eq!(all.next_offset, 5);
+    let got = values(&all.bytes);
+    assert_eq!(
+        got.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4]
+    );
+    assert_eq!(got[3].1, "b-0");
+    // The leader epoch was patched in place (bytes 12..16 of the batch).
+    assert_eq!(i32::from_be_bytes(all.bytes[12..16].try_into().unwrap()), 7);
+
+    // A read from inside a batch starts at that batch; tiny max_bytes still returns one batch.
+    let mid = log.read(4, 1, None).await.unwrap();
+    assert_eq!(values(&mid.bytes).first().map(|v| v.0), Some(3));
+    assert_eq!(mid.next_offset, 5);
+    let one = log.read(1, 1, None).await.unwrap();
+    assert_eq!(values(&one.bytes).len(), 3);
+    // The high watermark bound keeps the second batch out.
+    let bounded = log.read(0, 1 << 20, Some(3)).await.unwrap();
+    assert_eq!(bounded.next_offset, 3);
+    assert!(log
+        .read(3, 1 << 20, Some(3))
+        .await
+        .unwrap()
+        .bytes
+        .is_empty());
+    assert!(log.read(5, 100, None).await.unwrap().bytes.is_empty());
+    assert!(matches!(
+        log.read(6, 100, None).await,
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(log.read(6, 100, None).await.unwrap_err().error_code(), 1);
+}
+
+#[tokio::test]
+async fn log_append_time_is_stamped_and_crc_recomputed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        message_timestamp_type: TimestampType::LogAppendTime,
+        ..LogConfig::default()
+    };
+    let (mut log, _) = open(&tmp, config).await;
+    let info = log.append(batch(2, 100, "x"), 777_000, 0).await.unwrap();
+    assert_eq!(
+        (info.log_append_time, info.max_timestamp),
+        (777_000, 777_000)
+    );
+    let read = log.read(0, 1 << 20, None).await.unwrap();
+    assert!(batch_view::crc_ok(&read.bytes));
+    assert_eq!(
+        batch_view::parse(&read.bytes).unwrap().max_timestamp,
+        777_000
+    );
+    assert_eq!(
+        log.offset_for_timestamp(777_000).await.unwrap(),
+        Some((0, 777_000))
+    );
+}
+
+#[tokio::test]
+async fn rolls_by_bytes_and_reopens_from_index_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(&tmp, small_segments()).await;
+    let mut expected = Vec::new();
+    for i in 0..40 {
+        let info = log
+            .append(batch(2, i * 10, &format!("r{i}")), 0, 0)
+            .await
+            .unwrap();
+        expected.push((info.base_offset, format!("r{i}-0")));
+    }
+    assert!(log.segment_count() > 3, "segments: {}", log.segment_count());
+    assert!(log.segments.values().all(|s| s.size_bytes <= 1024));
+    log.flush().await.unwrap();
+    assert_eq!(log.durable_end_offset(), 80);
+    let bases = log.segment_bases();
+    drop(log);
+
+    let (log, report) = open(&tmp, small_segments()).await;
+    assert_eq!(log.segment_bases(), bases);
+    assert_eq!((report.log_end_offset, report.bytes_truncated), (80, 0));
+    assert_eq!(report.indexes_rebuilt, 0, "{report:?}");
+    assert!(report.segments_scanned <= 1, "{report:?}");
+    for (offset, value) in &expected {
+        let read = log.read(*offset, 1, None).await.unwrap();
+        assert_eq!(&values(&read.bytes)[0], &(*offset, value.clone()));
+    }
+    // A read never crosses a segment, but a consumer loop sees every record in order.
+    let mut next = 0;
+    let mut seen = 0;
+    while next < 80 {
+        let read = log.read(next, 300, None).await.unwrap();
+        seen += values(&read.bytes).len();
+        next = read.next_offset;
+    }
+    assert_eq!(seen, 80);
+}
+
+#[tokio::test]
+async fn rolls_by_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_ms: 100,
+        ..LogConfig::default()
+    };
+    let (mut log, _) = open(&tmp, config).await;
+    log.append(batch(1, 0, "a"), 1_000, 0).await.unwrap();
+    log.append(batch(1, 0, "b"), 1_050, 0).await.unwrap();
+    assert_eq!(log.segment_count(), 1);
+    log.append(batch(1, 0, "c"), 1_101, 0).await.unwrap();
+    assert_eq!(log.segment_bases(), vec![0, 2]);
+}
+
+#[tokio::test]
+async fn recovery_truncates_a_torn_tail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(&tmp, LogConfig::default()).await;
+    for i in 0..5 {
+        log.append(batch(3, i, "t"), 0, 0).await.unwrap();
+    }
+    let size = log.size_bytes();
+    log.flush().await.unwrap();
+    drop(log);
+    // Tear the last batch: cut the file 10 bytes into it.
+    let path = seg(0, segment::LOG_EXT);
+    let one_batch = size / 5;
+    fs_set_len(&tmp, &path, size - one_batch + 10).await;
+    let (mut log, report) = open(&tmp, LogConfig::default()).await;
+    assert_eq!(report.log_end_offset, 12);
+    assert_eq!(report.bytes_truncated, 10);
+    assert_eq!(fs_len(&tmp, &path).await, size - one_batch);
+    let info = log.append(batch(1, 9, "after"), 0, 0).await.unwrap();
+    assert_eq!(info.base_offset, 12);
+    let read = log.read(12, 1 << 20, None).await.unwrap();
+    assert_eq!(values(&read.bytes), vec![(12, "after-0".to_string())]);
+}
+
+#[tokio::test]
+async fn recovery_truncates_at_a_flipped_byte_in_the_tail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(&tmp, LogConfig::default()).await;
+    for i in 0..4 {
+        log.append(batch(2, i, "f"), 0, 0).await.unwrap();
+    }
+    let size = log.size_bytes();
+    log.flush().await.unwrap();
+    drop(log);
+    // Rewind the recovery point to 0 so the whole segment counts as unsynced tail.
+    fs_write(
+        &tmp,
+        checkpoint::RECOVERY_POINT_CHECKPOINT,
+        &checkpoint::encode(0),
+    )
+    .await;
+    let path = seg(0, segment::LOG_EXT);
+    let mut bytes = fs_read(&tmp, &path).await;
+    let third = (size / 4 * 2) as usize;
+    bytes[third + 70] ^= 0x40; // inside the third batch's records
+    fs_write(&tmp, &path, &bytes).await;
+    let (log, report) = open(&tmp, LogConfig::default()).await;
+    assert_eq!(report.log_end_offset, 4);
+    assert_eq!(report.bytes_truncated, size - third as u64);
+    assert!(report.corrupt_ranges.is_empty());
+    assert_eq!(
+        values(&log.read(0, 1 << 20, None).await.unwrap().bytes).len(),
+        4
+    );
+}
+
+async fn sealed_log_with_rot(tmp: &tempfile::TempDir, drop_index: bool) -> (Vec<u8>, u64) {
+    let (mut log, _) = open(tmp, small_segments()).await;
+    for i in 0..30 {
+        log.append(batch(2, i, "s"), 0, 0).await.unwrap();
+    }
+    log.flush().await.unwrap();
+    let first = log.segments.values().next().unwrap();
+    let second_batch = first.size_bytes / (first.next_offset as u64 / 2);
+    drop(log);
+    let path = seg(0, segment::LOG_EXT);
+    let mut bytes = fs_read(tmp, &path).await;
+    let original = bytes.clone();
+    bytes[second_batch as usize + 80] ^= 1;
+    fs_write(tmp, &path, &bytes).await;
+    if drop_index {
+        fs_remove(tmp, &seg(0, segment::INDEX_EXT)).await;
+    }
+    (original, second_batch)
+}
+
+#[tokio::test]
+async fn rot_in_a_sealed_segment_is_refused_never_served() {
+    for drop_index in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (original, position) = sealed_log_with_rot(&tmp, drop_index).await;
+        let (log, report) = open(&tmp, small_segments()).await;
+        assert_eq!(report.log_end_offset, 60, "nothing truncated: {report:?}");
+        if drop_index {
+            assert_eq!(report.corrupt_ranges.len(), 1, "{report:?}");
+            assert_eq!(report.corrupt_ranges[0].segment, 0);
+            assert_eq!(report.corrupt_ranges[0].positions.start, position);
+            assert_eq!(report.indexes_rebuilt, 1);
+        }
+        // Offset 0 is fine alone, but a read covering offsets 2..3 is refused.
+        let first = log.read(0, 1, None).await.unwrap();
+        assert_eq!(&first.bytes[..], &original[..first.bytes.len()]);
+        let err = log.read(2, 1, None).await.unwrap_err();
+        assert_eq!(
+            err,
+            LogError::Corrupt {
+                segment: 0,
+                position
+            }
+        );
+        assert_eq!(log.read(0, 1 << 20, None).await.unwrap_err(), err);
+        // Later data stays readable.
+        let later = log.read(40, 1, None).await.unwrap();
+        assert_eq!(values(&later.bytes)[0].0, 40);
+    }
+}
+
+#[tokio::test]
+async fn stray_files_are_removed_on_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (log, _) = open(&tmp, LogConfig::default()).await;
+    drop(log);
+    fs_write(&tmp, "00000000000000000000.log.cleaned", b"x").await;
+    fs_write(&tmp, "log-start-offset.checkpoint.tmp", b"x").await;
+    fs_write(&tmp, &seg(99, segment::INDEX_EXT), b"orphan").await;
+    let (_, report) = open(&tmp, LogConfig::default()).await;
+    assert_eq!(report.stray_files_removed, 3);
+    let names = fs_list(&tmp).await;
+    assert_eq!(
+        names,
+        vec!["00000000000000000000.log", "recovery-point.checkpoint"]
+    );
+}
+
+#[tokio::test]
+async fn retention_by_time_and_by_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        retention_ms: 1000,
+        ..small_segments()
+    };
+    let (mut log, _) = open(&tmp, config.clone()).await;
+    for i in 0..60 {
+        log.append(batch(2, i * 100, "r"), 0, 0).await.unwrap();
+    }
+    let segments = log.segment_count();
+    assert!(
+        segments >= 4,
+        "segments {segments} size {}",
+        log.size_bytes()
+    );
+    // Timestamps run 0..5901; at now = 6000 segments whose max is < 5000 are expired.
+    let deleted = log.apply_retention(6000).await.unwrap();
+    assert!(deleted >= 1 && deleted < segments);
+    assert_eq!(log.log_start_offset(), log.segment_bases()[0]);
+    assert!(log.segments.values().all(|s| s.max_timestamp >= 5000));
+    assert!(matches!(
+        log.read(0, 10, None).await,
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    // Never the active segment, even when everything is expired.
+    log.apply_retention(1_000_000).await.unwrap();
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(log.log_start_offset(), log.segment_bases()[0]);
+    let start = log.log_start_offset();
+    drop(log);
+    let (log, report) = open(&tmp, config).await;
+    assert_eq!(
+        (log.log_start_offset(), report.log_end_offset),
+        (start, 120)
+    );
+
+    // Kafka's rule: delete the oldest segments while what remains is still >= retention.bytes.
+    let tmp = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        retention_ms: -1,
+        retention_bytes: 2048,
+        ..small_segments()
+    };
+    let (mut log, _) = open(&tmp, config).await;
+    for i in 0..60 {
+        log.append(batch(2, i, "b"), 0, 0).await.unwrap();
+    }
+    let before = log.segment_count();
+    assert!(log.apply_retention(i64::MAX).await.unwrap() >= 1);
+    assert!(log.segment_count() < before);
+    let first = log.segments.values().next().unwrap().size_bytes;
+    assert!(log.size_bytes() >= 2048, "size {}", log.size_bytes());
+    assert!(log.size_bytes() - first < 2048);
+    assert_eq!(log.apply_retention(i64::MAX).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn delete_records_advances_log_start_and_survives_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(&tmp, small_segments()).await;
+    for i in 0..30 {
+        log.append(batch(2, i, "d"), 0, 0).await.unwrap();
+    }
+    let bases = log.segment_bases();
+    let target = bases[2] + 1;
+    assert_eq!(log.delete_records_before(target).await.unwrap(), target);
+    assert_eq!(log.segment_bases()[0], bases[2]);
+    assert!(matches!(
+        log.read(bases[2], 10, None).await,
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    let read = log.read(target, 1, None).await.unwrap();
+    assert!(!read.bytes.is_empty());
+    assert!(log.delete_records_before(61).await.is_err());
+    assert_eq!(log.delete_records_before(5).await.unwrap(), target);
+    log.flush().await.unwrap();
+    drop(log);
+    let (log, _) = open(&tmp, small_segments()).await;
+    assert_eq!(log.log_start_offset(), target);
+    assert!(!fs_list(&tmp).await.contains(&seg(0, segment::LOG_EXT)));
+}
+
+#[tokio::test]
+async fn truncate_to_cuts_at_a_batch_boundary_and_appends_continue() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(&tmp, small_segments()).await;
+    for i in 0..30 {
+        log.append(batch(2, i, "x"), 0, 0).await.unwrap();
+    }
+    log.flush().await.unwrap();
+    let end = log.truncate_to(21).await.unwrap();
+    assert_eq!(end, 20);
+    assert_eq!(log.log_end_offset(), 20);
+    assert_eq!(log.durable_end_offset(), 20);
+    assert!(log.segment_bases().iter().all(|b| *b <= 20));
+    let info = log.append(batch(1, 0, "new"), 0, 0).await.unwrap();
+    assert_eq!(info.base_offset, 20);
+    let read = log.read(18, 1 << 20, None).await.unwrap();
+    let got = values(&read.bytes);
+    assert_eq!(got.last(), Some(&(20, "new-0".to_string())));
+    log.flush().await.unwrap();
+    drop(log);
+    let (log, report) = open(&tmp, small_segments()).await;
+    assert_eq!(report.log_end_offset, 21);
+    assert_eq!(
+        values(&log.read(20, 1, None).await.unwrap().bytes)[0].1,
+        "new-0"
+    );
+}
+
+#[tokio::test]
+async fn idempotent_producer_duplicates_gaps_epochs_and_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(&tmp, small_segments()).await;
+    let first = log.append(idem(42, 0, 0, 3), 0, 0).await.unwrap();
+    let second = log.append(idem(42, 0, 3, 2), 0, 0).await.unwrap();
+    let retry = log.append(idem(42, 0, 0, 3), 0, 0).await.unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(
+        (retry.base_offset, retry.last_offset),
+        (first.base_offset, first.last_offset)
+    );
+    assert_eq!(log.log_end_offset(), 5);
+    let gap = log.append(idem(42, 0, 9, 1), 0, 0).await.unwrap_err();
+    assert_eq!(gap.error_code(), 45);
+    log.append(idem(42, 1, 0, 1), 0, 0).await.unwrap();
+    let fenced = log.append(idem(42, 0, 5, 1), 0, 0).await.unwrap_err();
+    assert_eq!(fenced.error_code(), 47);
+    assert_eq!(
+        log.append(idem(42, 2, 3, 1), 0, 0)
+            .await
+            .unwrap_err()
+            .error_code(),
+        45
+    );
+    // Fill a few segments so the state must come back through a snapshot plus a replay.
+    for seq in 1..40 {
+        log.append(idem(42, 1, seq, 1), 0, 0).await.unwrap();
+    }
+    assert!(log.segment_count() > 1);
+    log.flush().await.unwrap();
+    let _ = second;
+    drop(log);
+    let (mut log, _) = open(&tmp, small_segments()).await;
+    let again = log.append(idem(42, 1, 39, 1), 0, 0).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!(
+        log.append(idem(42, 1, 41, 1), 0, 0)
+            .await
+            .unwrap_err()
+            .error_code(),
+        45
+    );
+    assert!(
+        !log.append(idem(42, 1, 40, 1), 0, 0)
+            .await
+            .unwrap()
+            .duplicate
+    );
+    // Without any snapshot files the state is rebuilt from the log alone.
+    drop(log);
+    for name in fs_list(&tmp).await {
+        if name.ends_with(".snapshot") {
+            fs_remove(&tmp, &name).await;
+        }
+    }
+    let (mut log, _) = open(&tmp, small_segments()).await;
+    assert!(
+        log.append(idem(42, 1, 40, 1), 0, 0)
+            .await
+            .unwrap()
+            .duplicate
+    );
+}
+
+#[tokio::test]
+async fn flush_plan_covers_only_what_was_appended_before_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(&tmp, LogConfig::default()).await;
+    assert!(log.flush_plan().is_none());
+    log.append(batch(2, 0, "p"), 0, 0).await.unwrap();
+    let plan = log.flush_plan().expect("pending data");
+    assert_eq!(plan.end_offset, 2);
+    assert_eq!(plan.files.len(), 1);
+    // Appends go on while the sync is in flight.
+    log.append(batch(3, 0, "q"), 0, 0).await.unwrap();
+    let result = execute_flush(&log.disk, &plan).await;
+    assert_eq!(log.flush_done(&plan, result).unwrap(), 2);
+    assert_eq!(log.durable_end_offset(), 2);
+    let rest = log.flush_plan().expect("second batch still pending");
+    assert_eq!(rest.end_offset, 5);
+    let result = execute_flush(&log.disk, &rest).await;
+    assert_eq!(log.flush_done(&rest, result).unwrap(), 5);
+    assert!(log.flush_plan().is_none());
+
+    // A failed sync fails the log: no more appends, reads or plans.
+    log.append(batch(1, 0, "z"), 0, 0).await.unwrap();
+    let plan = log.flush_plan().unwrap();
+    let err = log
+        .flush_done(&plan, Err(DiskError::Io("EIO".into())))
+        .unwrap_err();
+    assert_eq!(err, LogError::Failed);
+    assert_eq!(log.durable_end_offset(), 5);
+    assert!(log.is_failed());
+    assert_eq!(
+        log.append(batch(1, 0, "w"), 0, 0).await.unwrap_err(),
+        LogError::Failed
+    );
+    assert_eq!(log.read(0, 100, None).await.unwrap_err().error_code(), 56);
+    assert!(log.flush_plan().is_none());
+}
+
+#[tokio::test]
+async fn roll_plans_sync_dir_and_recovery_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(&tmp, small_segments()).await;
+    for i in 0..12 {
+        log.append(batch(2, i, "c"), 0, 0).await.unwrap();
+    }
+    assert!(log.segment_count() > 1);
+    let plan = log.flush_plan().unwrap();
+    assert_eq!(plan.sync_dir.as_deref(), Some(DIR));
+    assert_eq!(plan.recovery_checkpoint, Some((DIR.to_string(), 24)));
+    // Sealed segments' .log, .index and .timeindex files plus snapshots are all in the plan.
+    assert!(plan.files.len() >= 4, "{}", plan.files.len());
+    let result = execute_flush(&log.disk, &plan).await;
+    log.flush_done(&plan, result).unwrap();
+    assert!(log.flush_plan().is_none());
+    let ckpt = fs_read(&tmp, checkpoint::RECOVERY_POINT_CHECKPOINT).await;
+    assert_eq!(checkpoint::decode(&ckpt), Some(24));
+}
+
+#[tokio::test]
+async fn offsets_by_timestamp_and_max_timestamp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(&tmp, small_segments()).await;
+    assert_eq!(log.max_timestamp_offset(), None);
+    assert_eq!(log.offset_for_timestamp(0).await.unwrap(), None);
+    // Batch i holds timestamps 10*i and 10*i+1; batch 7 jumps far ahead.
+    for i in 0..30i64 {
+        let ts = if i == 7 { 100_000 } else { i * 10 };
+        log.append(batch(2, ts, "t"), 0, 0).await.unwrap();
+    }
+    assert_eq!(log.offset_for_timestamp(0).await.unwrap(), Some((0, 1)));
+    assert_eq!(log.offset_for_timestamp(25).await.unwrap(), Some((6, 31)));
+    assert_eq!(
+        log.offset_for_timestamp(72).await.unwrap(),
+        Some((14, 100_001))
+    );
+    assert_eq!(
+        log.offset_for_timestamp(200).await.unwrap(),
+        Some((14, 100_001))
+    );
+    assert_eq!(log.offset_for_timestamp(100_002).await.unwrap(), None);
+    assert_eq!(log.max_timestamp_offset(), Some((14, 100_001)));
+}
+
+fn lookup_cases() -> impl Strategy<Value = (Vec<usize>, u64, Vec<usize>)> {
+    (
+        prop::collection::vec(1usize..6, 1..60),
+        prop::sample::select(vec![64u64, 200, 512, 4096]),
+        prop::collection::vec(0usize..1000, 1..20),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// The sparse index plus header walk finds the same batch a linear scan of the model does.
+    #[test]
+    fn index_lookup_matches_linear_scan((sizes, interval, probes) in lookup_cases()) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let tmp = tempfile::tempdir().unwrap();
+            let config = LogConfig {
+                segment_bytes: 2048,
+                index_interval_bytes: interval,
+                ..LogConfig::default()
+            };
+            let (mut log, _) = open(&tmp, config.clone()).await;
+            let mut model = Vec::new(); // (base, last)
+            for (i, n) in sizes.iter().enumerate() {
+                let info = log.append(batch(*n, i as i64, "p"), 0, 0).await.unwrap();
+                model.push((info.base_offset, info.last_offset));
+            }
+            log.flush().await.unwrap();
+            let end = log.log_end_offset();
+            let (reopened, _) = open(&tmp, config).await;
+            for probe in probes {
+                let offset = (probe as i64) % end;
+                let want = model.iter().find(|(b, l)| *b <= offset && offset <= *l).unwrap();
+                for l in [&log, &reopened] {
+                    let read = l.read(offset, 1, None).await.unwrap();
+                    let got = batch_view::parse(&read.bytes).unwrap();
+                    prop_assert_eq!((got.base_offset, got.last_offset()), *want);
+                    prop_assert_eq!(read.next_offset, want.1 + 1);
+                }
+            }
+            Ok(())
+        })?;
+    }
+}
