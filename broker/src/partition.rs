@@ -359,7 +359,9 @@ impl<D: Disk> Partition<D> {
         }
     }
 
-    /// First offset whose batch max timestamp is >= `timestamp_ms`, with that timestamp.
+    /// ListOffsets by time: the first record whose timestamp is >= `timestamp_ms`, with that
+    /// timestamp. The log finds the batch through the time index; only that one batch is then
+    /// decoded, to answer at record granularity as Kafka does.
     pub async fn offset_for_time(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>, i16> {
         let found = self
             .log
@@ -369,17 +371,53 @@ impl<D: Disk> Partition<D> {
             .await;
         let hw = self.high_watermark();
         match found {
-            Ok(Some((offset, ts))) if offset < hw => Ok(Some((offset, ts))),
+            Ok(Some((offset, ts))) if offset < hw => {
+                let exact = self
+                    .record_in_batch(offset, hw, |t| t >= timestamp_ms)
+                    .await?;
+                Ok(Some(exact.unwrap_or((offset, ts))))
+            }
             Ok(_) => Ok(None),
             Err(e) => Err(e.error_code()),
         }
     }
 
-    /// Offset and timestamp of the batch with the largest timestamp (KIP-734).
+    /// The record with the largest timestamp (KIP-734), with that timestamp.
     pub async fn max_timestamp(&self) -> Result<Option<(i64, i64)>, i16> {
         let found = self.log.lock().await.max_timestamp_offset();
         let hw = self.high_watermark();
-        Ok(found.filter(|(offset, _)| *offset < hw))
+        match found.filter(|(offset, _)| *offset < hw) {
+            Some((offset, ts)) => {
+                let exact = self.record_in_batch(offset, hw, |t| t == ts).await?;
+                Ok(Some(exact.unwrap_or((offset, ts))))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Decodes the one stored batch that holds `offset` and returns the first record at or after
+    /// `offset` (and below `hw`) whose timestamp satisfies `wanted`.
+    async fn record_in_batch(
+        &self,
+        offset: i64,
+        hw: i64,
+        wanted: impl Fn(i64) -> bool,
+    ) -> Result<Option<(i64, i64)>, i16> {
+        // `read` returns at least one whole batch even when it is larger than this.
+        const ONE_BATCH_BYTES: usize = 1;
+        let read = self.log.lock().await.read(offset, ONE_BATCH_BYTES, Some(hw)).await;
+        let bytes = read.map_err(|e| e.error_code())?.bytes;
+        let records = match samsa_net::records::decode_records(&bytes) {
+            Ok(records) => records,
+            Err(e) => {
+                tracing::warn!(dir = %self.dir, offset, "cannot decode batch for ListOffsets: {e}");
+                return Ok(None);
+            }
+        };
+        Ok(records
+            .iter()
+            .find(|(o, r)| *o >= offset && *o < hw && wanted(r.timestamp_ms))
+            .map(|(o, r)| (*o, r.timestamp_ms)))
     }
 
     /// DeleteRecords: moves the log start offset to `before`; returns the new log start.

@@ -686,3 +686,30 @@ async fn long_poll_wakes_on_produce_and_pipelined_responses_keep_order() {
     );
     node.stop().await;
 }
+
+/// ListOffsets answers at record granularity: the first *record* at or after the timestamp, and
+/// for -3 (KIP-734) the record holding the largest timestamp, even inside one batch.
+#[tokio::test]
+async fn list_offsets_by_time_finds_the_record_inside_a_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path()).await;
+    let mut c = Client::connect(node.addr).await;
+    create(&mut c, "timed", 1, 7).await;
+    let records: Vec<Record> = [1_000, 1_001, 1_005, 1_002]
+        .iter()
+        .map(|&ts| Record {
+            key: Some(Bytes::from(format!("k{ts}"))),
+            value: Some(Bytes::from_static(b"v")),
+            headers: vec![],
+            timestamp_ms: ts,
+        })
+        .collect();
+    let b = build_batch(&records, &BatchOptions::default());
+    assert_eq!(produce(&mut c, 9, "timed", 0, b.freeze()).await, (0, 0));
+    assert_eq!(list_offset(&mut c, "timed", 1_000).await, (0, 0));
+    assert_eq!(list_offset(&mut c, "timed", 1_001).await, (0, 1));
+    assert_eq!(list_offset(&mut c, "timed", 1_003).await, (0, 2));
+    assert_eq!(list_offset(&mut c, "timed", -3).await, (0, 2));
+    assert_eq!(list_offset(&mut c, "timed", 1_006).await, (0, -1));
+    node.stop().await;
+}

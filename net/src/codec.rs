@@ -1149,6 +1149,54 @@ mod tests {
         }
     }
 
+    /// Default `T` at every version the crate models: the prescan accepts what the crate wrote
+    /// and the crate decodes what the prescan accepted.
+    fn prescan_agrees_at_all_versions<T>(key: ApiKey) -> usize
+    where
+        T: Encodable + Decodable + Message + Default,
+    {
+        let mut checked = 0;
+        for v in T::VERSIONS.min..=T::VERSIONS.max {
+            let Ok(bytes) = encode_request(key as i16, v, 3, Some("c"), &T::default()) else {
+                continue;
+            };
+            let mut body = bytes.freeze();
+            body.advance(body.len() - T::default().compute_size(v).unwrap());
+            guard::prescan(key as i16, v, &body).unwrap_or_else(|e| panic!("{key:?} v{v}: {e}"));
+            let decoded = decode_guarded::<T>(body, v).unwrap();
+            assert_eq!(
+                decoded.compute_size(v).unwrap(),
+                T::default().compute_size(v).unwrap()
+            );
+            checked += 1;
+        }
+        checked
+    }
+
+    /// The generated tables also hold for the group APIs the broker will serve next.
+    #[test]
+    fn prescan_agrees_with_crate_on_group_apis() {
+        let n = prescan_agrees_at_all_versions::<FindCoordinatorRequest>(ApiKey::FindCoordinator)
+            + prescan_agrees_at_all_versions::<JoinGroupRequest>(ApiKey::JoinGroup)
+            + prescan_agrees_at_all_versions::<SyncGroupRequest>(ApiKey::SyncGroup)
+            + prescan_agrees_at_all_versions::<HeartbeatRequest>(ApiKey::Heartbeat)
+            + prescan_agrees_at_all_versions::<LeaveGroupRequest>(ApiKey::LeaveGroup)
+            + prescan_agrees_at_all_versions::<OffsetCommitRequest>(ApiKey::OffsetCommit)
+            + prescan_agrees_at_all_versions::<OffsetFetchRequest>(ApiKey::OffsetFetch)
+            + prescan_agrees_at_all_versions::<ListGroupsRequest>(ApiKey::ListGroups)
+            + prescan_agrees_at_all_versions::<DescribeGroupsRequest>(ApiKey::DescribeGroups)
+            + prescan_agrees_at_all_versions::<DeleteGroupsRequest>(ApiKey::DeleteGroups)
+            + prescan_agrees_at_all_versions::<ConsumerGroupHeartbeatRequest>(
+                ApiKey::ConsumerGroupHeartbeat,
+            )
+            + prescan_agrees_at_all_versions::<ShareFetchRequest>(ApiKey::ShareFetch)
+            + prescan_agrees_at_all_versions::<AddPartitionsToTxnRequest>(
+                ApiKey::AddPartitionsToTxn,
+            )
+            + prescan_agrees_at_all_versions::<EndTxnRequest>(ApiKey::EndTxn);
+        assert!(n >= 60, "only {n} (api, version) pairs encoded");
+    }
+
     fn decode_everything(bytes: Bytes) -> usize {
         let len = bytes.len();
         let ((), peak) = peak_during(|| {

@@ -28,6 +28,7 @@ const RECORD_BYTES_MIN: usize = 7;
 const MAGIC_V2: i8 = 2;
 const ATTR_TRANSACTIONAL: i16 = 0x10;
 const ATTR_CONTROL: i16 = 0x20;
+const TIMESTAMP_TYPE_LOG_APPEND_TIME: i16 = 0x08;
 
 // Field offsets inside the 61-byte header.
 const OFF_BATCH_LENGTH: usize = 8;
@@ -252,6 +253,7 @@ struct Header {
     attributes: i16,
     last_offset_delta: i32,
     first_timestamp_ms: i64,
+    max_timestamp_ms: i64,
     record_count: i32,
 }
 
@@ -264,6 +266,7 @@ impl Header {
             attributes: be_i16(b, OFF_ATTRIBUTES),
             last_offset_delta: be_i32(b, OFF_LAST_OFFSET_DELTA),
             first_timestamp_ms: be_i64(b, OFF_FIRST_TIMESTAMP),
+            max_timestamp_ms: be_i64(b, OFF_MAX_TIMESTAMP),
             record_count: be_i32(b, OFF_RECORD_COUNT),
         }
     }
@@ -364,7 +367,13 @@ fn decode_record(reader: &mut Reader<'_>, header: &Header) -> Result<(i64, Recor
         return Err(r.err("bytes left over in record"));
     }
     let offset = header.base_offset.wrapping_add(offset_delta);
-    let timestamp_ms = header.first_timestamp_ms.wrapping_add(timestamp_delta);
+    // With LogAppendTime (attribute bit 3) every record carries the broker's append time, which
+    // lives in the batch's max timestamp; the per-record deltas are the producer's.
+    let timestamp_ms = if header.attributes & TIMESTAMP_TYPE_LOG_APPEND_TIME != 0 {
+        header.max_timestamp_ms
+    } else {
+        header.first_timestamp_ms.wrapping_add(timestamp_delta)
+    };
     Ok((
         offset,
         Record {
