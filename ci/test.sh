@@ -74,24 +74,26 @@ check_clients() {
   local missing=()
   command -v kcat >/dev/null 2>&1 || missing+=("kcat (apt-get install kcat)")
   if [[ -x "$VENV/bin/python" ]]; then
-    "$VENV/bin/python" -c 'import confluent_kafka, kafka, aiokafka, pytest, pytest_timeout' 2>/dev/null \
+    "$VENV/bin/python" -c 'import confluent_kafka, kafka, aiokafka, pytest, pytest_timeout' \
+      2>/dev/null \
       || missing+=("python packages in $VENV (pip install ${PIP_PACKAGES[*]})")
   else
     missing+=("python venv $VENV (python3 -m venv .venv; pip install ${PIP_PACKAGES[*]})")
   fi
   command -v node >/dev/null 2>&1 || missing+=("node")
-  [[ -d "$NODE_DIR/node_modules/kafkajs" ]] \
-    || missing+=("kafkajs (cd tests/clients/node && npm install)")
+  grep -q "\"version\": \"$KAFKAJS_VERSION\"" "$NODE_DIR/node_modules/kafkajs/package.json" \
+    2>/dev/null || missing+=("kafkajs $KAFKAJS_VERSION (cd tests/clients/node && npm ci)")
   if [[ ${#missing[@]} -gt 0 ]]; then
     echo "ci/test.sh: missing test clients:" >&2
     printf '  - %s\n' "${missing[@]}" >&2
     echo "run 'ci/test.sh --install' (or .ci/run) to install them" >&2
     return 1
   fi
-  echo "clients: kcat $(kcat -V 2>&1 | head -1 | awk '{print $2}')," \
-    "$("$VENV/bin/python" -c 'import confluent_kafka as c, kafka, aiokafka as a
-print(f"confluent-kafka {c.version()[0]} (librdkafka {c.libversion()[0]}),",
-      f"kafka-python {kafka.__version__}, aiokafka {a.__version__}")'),"\
+  local py_versions
+  py_versions="$("$VENV/bin/python" -c 'import confluent_kafka as c, kafka, aiokafka as a
+print(f"confluent-kafka {c.version()} (librdkafka {c.libversion()[0]}),",
+      f"kafka-python {kafka.__version__}, aiokafka {a.__version__}")')"
+  echo "clients: kcat $(kcat -V 2>&1 | awk '/^Version/ {print $2; exit}'), $py_versions," \
     "kafkajs $(node -p "require('$NODE_DIR/node_modules/kafkajs/package.json').version")"
 }
 

@@ -405,7 +405,12 @@ impl<D: Disk> Partition<D> {
     ) -> Result<Option<(i64, i64)>, i16> {
         // `read` returns at least one whole batch even when it is larger than this.
         const ONE_BATCH_BYTES: usize = 1;
-        let read = self.log.lock().await.read(offset, ONE_BATCH_BYTES, Some(hw)).await;
+        let read = self
+            .log
+            .lock()
+            .await
+            .read(offset, ONE_BATCH_BYTES, Some(hw))
+            .await;
         let bytes = read.map_err(|e| e.error_code())?.bytes;
         let records = match samsa_net::records::decode_records(&bytes) {
             Ok(records) => records,

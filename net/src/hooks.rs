@@ -22,7 +22,9 @@ pub struct Hooks {
 
 impl std::fmt::Debug for Hooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hooks").field("installed", &self.sink.is_some()).finish()
+        f.debug_struct("Hooks")
+            .field("installed", &self.sink.is_some())
+            .finish()
     }
 }
 

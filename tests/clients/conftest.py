@@ -196,7 +196,8 @@ def index_of(rec: Rec) -> int:
 class Consumed:
     """Records read back, by partition, in the order the consumer returned them."""
 
-    by_partition: dict[int, list[tuple[int, Rec]]] = field(default_factory=lambda: defaultdict(list))
+    by_partition: dict[int, list[tuple[int, Rec]]] = field(
+        default_factory=lambda: defaultdict(list))
 
     def add(self, partition: int, offset: int, rec: Rec) -> None:
         self.by_partition[partition].append((offset, rec))

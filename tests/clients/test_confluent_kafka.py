@@ -177,7 +177,7 @@ def test_list_offsets_by_time(broker):
     count = 30
     recs = make_records("confluent-time", count)
     stamps = [base_ms + i * 1000 for i in range(count)]
-    # One record per batch (flush after each), so every record starts a batch.
+    # One record per batch (flush after each): answers at batch boundaries.
     acked = {}
     for i, rec in enumerate(recs):
         acked.update(produce(bs, topic, [rec], timestamps=[stamps[i]]))
@@ -210,10 +210,9 @@ def test_list_offsets_by_time(broker):
         }
         for query, expected in queries.items():
             assert by_time(query) == expected, f"time {query}: offset != {expected}"
-        # FIXME: Kafka answers the exact record inside a batch (here count + 5); samsa answers
-        # at batch granularity (the base offset of the first batch whose max timestamp is
-        # >= the query), see storage `offset_for_timestamp`. Asserting today's behaviour.
-        assert by_time(batch_ms + 45) == count
+        # Inside a batch, the answer is the exact record (as in Kafka), not the batch's base.
+        assert by_time(batch_ms + 45) == count + 5
+        assert by_time(batch_ms + 90) == count + 9
     finally:
         c.close()
 
