@@ -4,7 +4,7 @@
 #   ci/sim.sh run SCENARIO --seed N [--mutant NAME] [--trace]   replay one seed bit for bit
 #   ci/sim.sh sweep [--seeds N | --minutes M] [--jobs J]        fresh seeds (base from the commit)
 #   ci/sim.sh mutants [--budget N] [--only NAME]                 every planted bug must be caught
-#   ci/sim.sh smoke                                              seeds 0..32 per scenario + regressions
+#   ci/sim.sh smoke                                     seeds 0..32 per scenario + regressions
 # Long local sweep:  ci/sim.sh sweep --minutes 120 --jobs "$(nproc)"
 # Never modifies the source tree; builds go to target/sim.
 set -euo pipefail

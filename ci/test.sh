@@ -29,7 +29,7 @@ done
 
 VENV="${SAMSA_VENV:-$ROOT/.venv}"
 NODE_DIR="$ROOT/tests/clients/node"
-PIP_PACKAGES=(confluent-kafka kafka-python aiokafka pytest pytest-timeout)
+PIP_PACKAGES=(confluent-kafka==2.16.1 kafka-python==3.0.12 aiokafka==0.14.0 pytest==9.2.0 pytest-timeout==2.4.0)
 KAFKAJS_VERSION=2.2.4
 
 STAGE_NAMES=()

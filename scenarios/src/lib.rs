@@ -64,6 +64,11 @@ pub struct SimOptions {
     /// Per producer: re-send an older batch (same producer id, epoch and sequence) with this
     /// probability after each send: a delayed duplicate, which idempotence must absorb.
     pub duplicate_p: f64,
+    /// Key bytes per record: large keys make batches span 512-byte sectors, so torn writes
+    /// can leave a plausible header over a damaged body.
+    pub key_bytes: u64,
+    /// Longest pause of a producer between two sends, in simulated milliseconds.
+    pub send_pause_ms: u64,
 }
 
 impl SimOptions {
@@ -94,6 +99,8 @@ impl SimOptions {
             segment_bytes: 1 << 20,
             corruption_in_atlas: false,
             duplicate_p: 0.0,
+            key_bytes: 0,
+            send_pause_ms: 300,
         }
     }
 
@@ -112,7 +119,7 @@ impl SimOptions {
              loss={:.3} latency_ms={}..{} short_rw={:.2}/{:.2} reset={:.3} refused={:.3} \
              write_eio={:.3} read_eio={:.3} fsync_eio={:.3} flip_read={:.3} flip_rest={:.2} \
              enospc={} slow_us={} torn={:.2} reorder={:.2} buggify={} net_buggify={} \
-             dup={:.2} safety_ms={} liveness_ms={}",
+             dup={:.2} key_bytes={} pause_ms={} safety_ms={} liveness_ms={}",
             self.producers,
             idem.join(","),
             self.consumers,
@@ -147,6 +154,8 @@ impl SimOptions {
             self.buggify,
             self.net_buggify,
             self.duplicate_p,
+            self.key_bytes,
+            self.send_pause_ms,
             self.safety_ms,
             self.liveness_ms,
         )

@@ -20,6 +20,7 @@ const SAFETY_CHECKS: &[&str] = &[
     "producer_order",
     "hw_bounded",
     "idempotent_retry",
+    "no_corruption_reported",
     "liveness",
 ];
 
@@ -59,13 +60,14 @@ pub const ALL: &[Scenario] = &[
 fn workload(s: &mut Seed, o: &mut SimOptions) {
     o.producers = s.range_u64(1, 3) as u32;
     o.idempotent = (0..o.producers).map(|_| s.chance(0.6)).collect();
-    o.consumers = s.range_u64(0, 2) as u32;
-    o.sends_per_producer = s.range_u64(5, 30) as u32;
-    o.safety_ms = s.range_u64(3_000, 12_000);
+    o.consumers = s.range_u64(0, 3) as u32;
+    o.sends_per_producer = s.range_u64(10, 100) as u32;
+    o.safety_ms = s.range_u64(5_000, 30_000);
     o.segment_bytes = *s.pick(&[4_096i64, 16_384, 1 << 20]).unwrap_or(&(1 << 20));
     o.buggify = s.chance(0.8);
     o.latency_ms = (1, s.range_u64(2, 20));
     o.duplicate_p = s.rate(0.5, 0.3);
+    o.key_bytes = *s.pick(&[0u64, 100, 700, 1_500]).unwrap_or(&0);
 }
 
 fn clock(s: &mut Seed, o: &mut SimOptions) {
@@ -111,14 +113,13 @@ pub fn single_torn_tail(s: &mut Seed) -> SimOptions {
     workload(s, &mut o);
     o.crash_p = 0.3 + s.rate(0.0, 0.4);
     o.nemesis_step_ms = (50, 800);
+    // Slow syncs and busy producers keep unsynced bytes around when the power goes.
+    o.send_pause_ms = s.range_u64(0, 50);
+    o.key_bytes = *s.pick(&[300u64, 700, 1_500]).unwrap_or(&700);
     o.disk = DiskFaults {
         crash_torn: 0.3 + s.rate(0.0, 0.7),
         crash_reorder: s.rate(0.2, 1.0),
-        latency_us: if s.chance(0.5) {
-            Some((10, s.range_u64(100, 5_000)))
-        } else {
-            None
-        },
+        latency_us: Some((500, s.range_u64(5_000, 40_000))),
         ..DiskFaults::NONE
     };
     o

@@ -30,6 +30,8 @@ use crate::{options_for, RunOutcome, Scenario, SimOptions, RUN_SIM_MS_MAX};
 
 pub const BROKER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 pub const BROKER_PORT: u16 = 9092;
+/// How long after healing clients may still start new operations.
+pub const LIVENESS_NEW_OPS_MS: u64 = 3_000;
 /// Client nodes a run may create (producers + consumers + the final reader).
 pub const CLIENT_NODES_MAX: u32 = 16;
 
@@ -62,7 +64,7 @@ pub fn run_seed(
         hooks: hooks.clone(),
     };
     let wall = std::time::Instant::now();
-    let result = catch_unwind(AssertUnwindSafe(|| rt.block_on(supervise(run))));
+    let result = block_on_caught(rt, supervise(run));
     let wall_us = u64::try_from(wall.elapsed().as_micros()).unwrap_or(u64::MAX);
 
     let mut outcome = RunOutcome {
@@ -75,16 +77,11 @@ pub fn run_seed(
     };
     match result {
         Ok((history, sim_ms, coverage)) => {
-            // Drop the runtime normally only after a clean run.
-            drop(rt);
             outcome.failures = check::run(&history, scenario.checks);
             outcome.sim_ms = sim_ms;
             outcome.coverage = coverage;
         }
-        Err(payload) => {
-            // A panicked runtime may panic again on drop: leak it (the child process exits soon).
-            std::mem::forget(rt);
-            let message = panic_message(&payload);
+        Err(message) => {
             trace.record(u64::MAX, format!("PANIC {message}"));
             outcome.failures = vec![CheckFailure {
                 check: "no_panic",
@@ -101,6 +98,22 @@ pub fn run_seed(
     outcome.trace_hash = trace.hash();
     outcome.trace_lines = trace.lines();
     outcome
+}
+
+/// Runs `fut` to completion; a panic anywhere in the simulation (any node's task, or the
+/// supervisor) comes back as `Err(message)` instead of unwinding into the runner.
+pub fn block_on_caught<F: std::future::Future>(rt: Runtime, fut: F) -> Result<F::Output, String> {
+    match catch_unwind(AssertUnwindSafe(|| rt.block_on(fut))) {
+        Ok(v) => {
+            drop(rt);
+            Ok(v)
+        }
+        Err(payload) => {
+            // A panicked runtime may panic again on drop: leak it (the child process exits soon).
+            std::mem::forget(rt);
+            Err(panic_message(&payload))
+        }
+    }
 }
 
 fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
@@ -202,6 +215,7 @@ async fn supervise(run: Run) -> (History, u64, Coverage) {
         history: history.clone(),
         trace: run.trace.clone(),
         opts: run.opts.clone(),
+        stop: Arc::new(AtomicBool::new(false)),
     };
     let mut client_ids = Vec::new();
     let mut tasks = Vec::new();
@@ -287,6 +301,9 @@ async fn supervise(run: Run) -> (History, u64, Coverage) {
     h.kill(broker_id);
     h.restart(broker_id);
     let liveness_end = now_ms() + run.opts.liveness_ms;
+    // A few operations after healing, then nothing new: everything in flight must resolve.
+    madsim::time::sleep(Duration::from_millis(LIVENESS_NEW_OPS_MS)).await;
+    wl.stop.store(true, Ordering::SeqCst);
     let mut pending = 0u64;
     for task in tasks {
         let left = liveness_end.saturating_sub(now_ms()).max(1);
@@ -338,5 +355,30 @@ fn broker_config(run: &Run, addr: SocketAddr) -> NodeConfig {
         segment_bytes: run.opts.segment_bytes,
         seed: child_seed(run.seed, "broker/config"),
         ..NodeConfig::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_in_a_node_is_caught_and_reported() {
+        let rt = Runtime::with_seed_and_config(1, madsim::Config::default());
+        let result = block_on_caught(rt, async {
+            let h = Handle::current();
+            let node = h.create_node().name("victim").build();
+            let task = node.spawn(async {
+                madsim::time::sleep(Duration::from_millis(5)).await;
+                panic!("invariant broken: hw regressed");
+            });
+            let _ = task.await;
+            madsim::time::sleep(Duration::from_secs(1)).await;
+        });
+        let message = result.expect_err("the panic must surface");
+        assert!(message.contains("hw regressed"), "{message}");
+
+        let rt = Runtime::with_seed_and_config(1, madsim::Config::default());
+        assert_eq!(block_on_caught(rt, async { 7 }), Ok(7));
     }
 }

@@ -5,6 +5,7 @@
 //! info (ambiguous), exactly as the client classified it. Never decides pass or fail itself.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,6 +43,9 @@ pub struct Workload {
     pub history: Arc<Mutex<History>>,
     pub trace: Trace,
     pub opts: SimOptions,
+    /// Set by the supervisor during the liveness phase: invoke nothing new, let in-flight
+    /// operations resolve.
+    pub stop: Arc<AtomicBool>,
 }
 
 fn lock(h: &Mutex<History>) -> std::sync::MutexGuard<'_, History> {
@@ -134,6 +138,9 @@ pub async fn producer(wl: Workload, id: u32) {
     // delayed duplicates: (value, record, producer id, epoch, sequence).
     let mut acked: Vec<(String, Record, i64, i16, i32)> = Vec::new();
     for seq in 0..wl.opts.sends_per_producer {
+        if wl.stop.load(Ordering::SeqCst) {
+            break;
+        }
         let value = format!("p{id}-{seq}");
         let call = Call::Send {
             producer: id,
@@ -144,19 +151,41 @@ pub async fn producer(wl: Workload, id: u32) {
         };
         let op = wl.invoke(id, call);
         let record = Record {
-            key: None,
+            key: (wl.opts.key_bytes > 0)
+                .then(|| Bytes::from(vec![b'k'; wl.opts.key_bytes as usize])),
             value: Some(Bytes::from(value)),
             headers: Vec::new(),
             timestamp_ms: 1_700_000_000_000 + i64::from(seq),
         };
-        let outcome = match producer.send(TOPIC, PARTITION, vec![record]).await {
-            Ok(ok) => Outcome::Sent {
-                offset: ok.base_offset,
-            },
-            Err(e) => outcome_of_error(&e),
+        let outcome = match producer.send(TOPIC, PARTITION, vec![record.clone()]).await {
+            Ok(ok) => {
+                if idempotent {
+                    let (pid, epoch) = producer.producer_id_and_epoch();
+                    if acked.last().is_some_and(|a| (a.2, a.3) != (pid, epoch)) {
+                        acked.clear();
+                    }
+                    let next_seq = acked.len() as i32;
+                    acked.push((format!("p{id}-{seq}"), record, pid, epoch, next_seq));
+                }
+                Outcome::Sent {
+                    offset: ok.base_offset,
+                }
+            }
+            Err(e) => {
+                if e.error_code() == Some(code::UNKNOWN_TOPIC_OR_PARTITION) {
+                    // The topic was never created (the broker was down): create it again.
+                    wl.ensure_topic(format!("p{id}-admin")).await;
+                }
+                outcome_of_error(&e)
+            }
         };
         wl.complete(op, id, outcome);
-        let pause = seed.range_u64(0, 300);
+        if idempotent && !acked.is_empty() && seed.chance(wl.opts.duplicate_p) {
+            let back = seed.range_u64(0, (acked.len() as u64 - 1).min(4)) as usize;
+            let (value, record, pid, epoch, batch_seq) = acked[acked.len() - 1 - back].clone();
+            resend(&wl, id, value, record, (pid, epoch, batch_seq), back as u32).await;
+        }
+        let pause = seed.range_u64(0, wl.opts.send_pause_ms);
         tokio::time::sleep(Duration::from_millis(pause)).await;
     }
 }
@@ -230,7 +259,7 @@ pub async fn consumer(wl: Workload, id: u32) {
     // in the history), so the monotonic-poll check judges each incarnation on its own.
     let mut incarnation = 0u32;
     let stop_at = wl.opts.safety_ms;
-    while now_ms() < stop_at {
+    while now_ms() < stop_at && !wl.stop.load(Ordering::SeqCst) {
         let call = Call::Poll {
             consumer: id * 1000 + incarnation,
             partition: PARTITION,

@@ -10,6 +10,11 @@ use crate::history::{Call, History, Outcome};
 /// Batches per producer the broker must remember (Kafka's `max.in.flight` bound).
 pub const IDEMPOTENCE_WINDOW: u32 = 5;
 
+/// How the workload records a broker's sequence-based rejections of a resend
+/// (OUT_OF_ORDER_SEQUENCE_NUMBER, DUPLICATE_SEQUENCE_NUMBER). Other errors (storage, timeouts)
+/// say nothing about idempotence.
+pub const SEQUENCE_REJECTIONS: &[&str] = &["Broker { code: 45 }", "Broker { code: 46 }"];
+
 pub fn check(h: &History) -> Result<(), String> {
     let mut acked: BTreeMap<(i32, &str), i64> = BTreeMap::new();
     for op in &h.ops {
@@ -48,7 +53,7 @@ pub fn check(h: &History) -> Result<(), String> {
                     op.id
                 ))
             }
-            Outcome::Fail(m) | Outcome::Info(m) if m.contains("Broker") => {
+            Outcome::Fail(m) | Outcome::Info(m) if SEQUENCE_REJECTIONS.iter().any(|r| m == r) => {
                 return Err(format!(
                     "op {}: duplicate of {value:?} ({back} back) rejected: {m}",
                     op.id

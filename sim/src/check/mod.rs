@@ -8,6 +8,7 @@ pub mod acked_durable;
 pub mod hw_bounded;
 pub mod idempotent_retry;
 pub mod liveness;
+pub mod no_corruption_reported;
 pub mod no_duplicates;
 pub mod no_panic;
 pub mod offsets_unique;
@@ -29,6 +30,7 @@ pub const ALL: &[(&str, CheckFn)] = &[
     ("producer_order", producer_order::check),
     ("hw_bounded", hw_bounded::check),
     ("idempotent_retry", idempotent_retry::check),
+    ("no_corruption_reported", no_corruption_reported::check),
     ("liveness", liveness::check),
 ];
 
