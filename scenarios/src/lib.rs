@@ -69,6 +69,8 @@ pub struct SimOptions {
     pub key_bytes: u64,
     /// Longest pause of a producer between two sends, in simulated milliseconds.
     pub send_pause_ms: u64,
+    /// Partitions of the workload's topic (producers pick one per send).
+    pub partitions: i32,
 }
 
 impl SimOptions {
@@ -101,6 +103,7 @@ impl SimOptions {
             duplicate_p: 0.0,
             key_bytes: 0,
             send_pause_ms: 300,
+            partitions: 1,
         }
     }
 
@@ -114,12 +117,13 @@ impl SimOptions {
             .map(|i| if *i { "1" } else { "0" })
             .collect();
         format!(
-            "producers={} idem={} consumers={} sends={} acks={} flush={} segment={} \
+            "partitions={} producers={} idem={} consumers={} sends={} acks={} flush={} segment={} \
              crash={:.2} pause={:.2} partition={:.2} clock_jump={:.2} drift_ppm={} offset_ms={} \
              loss={:.3} latency_ms={}..{} short_rw={:.2}/{:.2} reset={:.3} refused={:.3} \
              write_eio={:.3} read_eio={:.3} fsync_eio={:.3} flip_read={:.3} flip_rest={:.2} \
              enospc={} slow_us={} torn={:.2} reorder={:.2} buggify={} net_buggify={} \
              dup={:.2} key_bytes={} pause_ms={} safety_ms={} liveness_ms={}",
+            self.partitions,
             self.producers,
             idem.join(","),
             self.consumers,

@@ -58,6 +58,7 @@ pub const ALL: &[Scenario] = &[
 ];
 
 fn workload(s: &mut Seed, o: &mut SimOptions) {
+    o.partitions = s.range_u64(1, 3) as i32;
     o.producers = s.range_u64(1, 3) as u32;
     o.idempotent = (0..o.producers).map(|_| s.chance(0.6)).collect();
     o.consumers = s.range_u64(0, 3) as u32;

@@ -63,6 +63,8 @@ pub fn run_seed(
         trace: trace.clone(),
         hooks: hooks.clone(),
     };
+    // Host time, read outside the simulation (before and after `block_on`), only to report
+    // the CPU cost per seed; nothing inside the run can see it.
     let wall = std::time::Instant::now();
     let result = block_on_caught(rt, supervise(run));
     let wall_us = u64::try_from(wall.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -353,6 +355,7 @@ fn broker_config(run: &Run, addr: SocketAddr) -> NodeConfig {
         data_dir: "data".to_string(),
         flush_policy: run.opts.flush_policy.to_string(),
         segment_bytes: run.opts.segment_bytes,
+        num_partitions: run.opts.partitions,
         seed: child_seed(run.seed, "broker/config"),
         ..NodeConfig::default()
     }

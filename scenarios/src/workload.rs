@@ -4,6 +4,7 @@
 //! partition. Every client operation goes into the history as invoke then ok / fail (definite) /
 //! info (ambiguous), exactly as the client classified it. Never decides pass or fail itself.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,7 +28,8 @@ use samsa_sim::trace::Trace;
 use crate::SimOptions;
 
 pub const TOPIC: &str = "t";
-pub const PARTITION: i32 = 0;
+/// Partitions the workload may use (the options draw 1..=this).
+pub const PARTITIONS_MAX: i32 = 8;
 /// Attempts to create the topic before the workload gives up on it.
 pub const CREATE_ATTEMPTS_MAX: u32 = 20;
 /// Fetches the final reader may issue (bounds the loop whatever the broker answers).
@@ -89,7 +91,8 @@ impl Workload {
     async fn ensure_topic(&self, name: String) {
         let mut admin = Admin::new(self.net(), vec![self.broker], client_config(name));
         for _ in 0..CREATE_ATTEMPTS_MAX {
-            match admin.create_topics(TOPIC, 1, Vec::new()).await {
+            let partitions = self.opts.partitions.clamp(1, PARTITIONS_MAX);
+            match admin.create_topics(TOPIC, partitions, Vec::new()).await {
                 Ok(_) => return,
                 Err(e) if e.error_code() == Some(code::TOPIC_ALREADY_EXISTS) => return,
                 Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
@@ -136,15 +139,18 @@ pub async fn producer(wl: Workload, id: u32) {
     let mut producer = Producer::new(wl.net(), vec![wl.broker], config);
     // Batches acknowledged under the current producer id and epoch, in sequence order, for
     // delayed duplicates: (value, record, producer id, epoch, sequence).
-    let mut acked: Vec<(String, Record, i64, i16, i32)> = Vec::new();
+    // Per partition (the client keeps one sequence per partition).
+    let mut acked: BTreeMap<i32, Vec<(String, Record, i64, i16, i32)>> = BTreeMap::new();
+    let partitions = wl.opts.partitions.clamp(1, PARTITIONS_MAX);
     for seq in 0..wl.opts.sends_per_producer {
         if wl.stop.load(Ordering::SeqCst) {
             break;
         }
         let value = format!("p{id}-{seq}");
+        let partition = seed.range_u64(0, partitions as u64 - 1) as i32;
         let call = Call::Send {
             producer: id,
-            partition: PARTITION,
+            partition,
             value: value.clone(),
             acks: wl.opts.acks,
             idempotent,
@@ -157,15 +163,16 @@ pub async fn producer(wl: Workload, id: u32) {
             headers: Vec::new(),
             timestamp_ms: 1_700_000_000_000 + i64::from(seq),
         };
-        let outcome = match producer.send(TOPIC, PARTITION, vec![record.clone()]).await {
+        let outcome = match producer.send(TOPIC, partition, vec![record.clone()]).await {
             Ok(ok) => {
                 if idempotent {
                     let (pid, epoch) = producer.producer_id_and_epoch();
-                    if acked.last().is_some_and(|a| (a.2, a.3) != (pid, epoch)) {
+                    if acked.values().flatten().any(|a| (a.2, a.3) != (pid, epoch)) {
                         acked.clear();
                     }
-                    let next_seq = acked.len() as i32;
-                    acked.push((format!("p{id}-{seq}"), record, pid, epoch, next_seq));
+                    let list = acked.entry(partition).or_default();
+                    let next_seq = list.len() as i32;
+                    list.push((format!("p{id}-{seq}"), record, pid, epoch, next_seq));
                 }
                 Outcome::Sent {
                     offset: ok.base_offset,
@@ -180,10 +187,12 @@ pub async fn producer(wl: Workload, id: u32) {
             }
         };
         wl.complete(op, id, outcome);
-        if idempotent && !acked.is_empty() && seed.chance(wl.opts.duplicate_p) {
-            let back = seed.range_u64(0, (acked.len() as u64 - 1).min(4)) as usize;
-            let (value, record, pid, epoch, batch_seq) = acked[acked.len() - 1 - back].clone();
-            resend(&wl, id, value, record, (pid, epoch, batch_seq), back as u32).await;
+        let list = acked.get(&partition).filter(|l| !l.is_empty());
+        if let Some(list) = list.filter(|_| idempotent && seed.chance(wl.opts.duplicate_p)) {
+            let back = seed.range_u64(0, (list.len() as u64 - 1).min(4)) as usize;
+            let (value, record, pid, epoch, batch_seq) = list[list.len() - 1 - back].clone();
+            let batch = (partition, pid, epoch, batch_seq);
+            resend(&wl, id, value, record, batch, back as u32).await;
         }
         let pause = seed.range_u64(0, wl.opts.send_pause_ms);
         tokio::time::sleep(Duration::from_millis(pause)).await;
@@ -197,12 +206,12 @@ async fn resend(
     id: u32,
     value: String,
     record: Record,
-    (pid, epoch, batch_seq): (i64, i16, i32),
+    (partition, pid, epoch, batch_seq): (i32, i64, i16, i32),
     back: u32,
 ) {
     let call = Call::Resend {
         producer: id,
-        partition: PARTITION,
+        partition,
         value,
         back,
     };
@@ -215,7 +224,7 @@ async fn resend(
     };
     let batch = build_batch(&[record], &options).freeze();
     let mut data = PartitionProduceData::default();
-    data.index = PARTITION;
+    data.index = partition;
     data.records = Some(batch);
     let mut topic = TopicProduceData::default();
     topic.name = TopicName(StrBytes::from_static_str(TOPIC));
@@ -234,7 +243,7 @@ async fn resend(
                     .responses
                     .iter()
                     .flat_map(|t| t.partition_responses.iter())
-                    .find(|p| p.index == PARTITION);
+                    .find(|p| p.index == partition);
                 match found {
                     Some(p) if p.error_code == 0 => Outcome::Sent {
                         offset: p.base_offset,
@@ -254,6 +263,7 @@ pub async fn consumer(wl: Workload, id: u32) {
     let mut seed = Seed::new(wl.seed).child(&format!("consumer{id}"));
     wl.ensure_topic(format!("c{id}-admin")).await;
     let mut consumer = Consumer::new(wl.net(), vec![wl.broker], client_config(format!("c{id}")));
+    let partition = (id as i32) % wl.opts.partitions.clamp(1, PARTITIONS_MAX);
     let mut position = 0i64;
     // A consumer whose position became invalid restarts as a new incarnation (a new "consumer"
     // in the history), so the monotonic-poll check judges each incarnation on its own.
@@ -262,12 +272,12 @@ pub async fn consumer(wl: Workload, id: u32) {
     while now_ms() < stop_at && !wl.stop.load(Ordering::SeqCst) {
         let call = Call::Poll {
             consumer: id * 1000 + incarnation,
-            partition: PARTITION,
+            partition,
             from_offset: position,
         };
         let op = wl.invoke(process, call);
         let outcome = match consumer
-            .fetch(TOPIC, PARTITION, position, 200, FETCH_BYTES_MAX)
+            .fetch(TOPIC, partition, position, 200, FETCH_BYTES_MAX)
             .await
         {
             Ok(ok) => {
@@ -300,13 +310,30 @@ pub async fn consumer(wl: Workload, id: u32) {
     }
 }
 
-/// After healing: the whole partition, from offset 0 to the listed end offset.
+/// After healing: every partition, from offset 0 to its listed end offset.
 pub async fn final_read(wl: Workload) -> FinalLog {
-    let mut log = FinalLog::default();
+    let mut log = FinalLog {
+        complete: true,
+        ..FinalLog::default()
+    };
     let mut consumer = Consumer::new(wl.net(), vec![wl.broker], client_config("final".into()));
+    for partition in 0..wl.opts.partitions.clamp(1, PARTITIONS_MAX) {
+        let done = final_read_partition(&wl, &mut consumer, partition, &mut log).await;
+        log.complete &= done;
+    }
+    log
+}
+
+/// Reads one partition into `log`; true when it reached the listed end offset.
+async fn final_read_partition(
+    wl: &Workload,
+    consumer: &mut Consumer<ChaosNet<TokioNet>>,
+    partition: i32,
+    log: &mut FinalLog,
+) -> bool {
     let mut end = None;
     for _ in 0..CREATE_ATTEMPTS_MAX {
-        match consumer.list_offsets(TOPIC, PARTITION, -1).await {
+        match consumer.list_offsets(TOPIC, partition, -1).await {
             Ok(ok) => {
                 end = Some(ok.offset);
                 break;
@@ -319,18 +346,20 @@ pub async fn final_read(wl: Workload) -> FinalLog {
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
-    let Some(end) = end else { return log };
-    log.log_end_offsets.insert(PARTITION, end);
-    let records = log.partitions.entry(PARTITION).or_default();
+    let Some(end) = end else { return false };
+    log.log_end_offsets.insert(partition, end);
+    let mut records = BTreeMap::new();
+    let mut corrupt = Vec::new();
     let mut position = 0i64;
     let mut failures_here = 0u32;
+    let mut complete = false;
     for _ in 0..FINAL_FETCHES_MAX {
         if position >= end {
-            log.complete = true;
+            complete = true;
             break;
         }
         match consumer
-            .fetch(TOPIC, PARTITION, position, 100, FETCH_BYTES_MAX)
+            .fetch(TOPIC, partition, position, 100, FETCH_BYTES_MAX)
             .await
         {
             Ok(ok) => {
@@ -353,12 +382,12 @@ pub async fn final_read(wl: Workload) -> FinalLog {
             }
             Err(e) => {
                 failures_here += 1;
-                let corrupt = matches!(e, ClientError::CorruptRecords(_))
+                let is_corrupt = matches!(e, ClientError::CorruptRecords(_))
                     || e.error_code() == Some(code::CORRUPT_MESSAGE)
                     || e.error_code() == Some(code::KAFKA_STORAGE_ERROR);
-                if corrupt && failures_here >= 3 {
+                if is_corrupt && failures_here >= 3 {
                     // The broker reports this offset unreadable: record it and move past it.
-                    log.corrupt.push((PARTITION, position..position + 1));
+                    corrupt.push((partition, position..position + 1));
                     position += 1;
                     failures_here = 0;
                 } else {
@@ -367,7 +396,11 @@ pub async fn final_read(wl: Workload) -> FinalLog {
             }
         }
     }
-    wl.trace
-        .event(format!("final read end={end} records={}", records.len()));
-    log
+    wl.trace.event(format!(
+        "final read partition={partition} end={end} records={}",
+        records.len()
+    ));
+    log.partitions.insert(partition, records);
+    log.corrupt.extend(corrupt);
+    complete
 }
