@@ -182,6 +182,8 @@ pub struct FlushPlan<F> {
     /// Every offset below this is durable once the plan succeeds.
     pub end_offset: i64,
     generation: u64,
+    /// The roll count when the plan was made: its `sync_dir`/checkpoint cover rolls up to it.
+    rolls: u64,
 }
 
 /// A byte range of a sealed segment that failed its checks during recovery.
@@ -210,6 +212,9 @@ pub struct PartitionLog<D: Disk> {
     pending_sync: BTreeMap<String, PendingSync<D::File>>,
     dir_sync_up_to: Option<i64>,
     checkpoint_up_to: Option<i64>,
+    /// Segments rolled since open; a plan clears the pending directory sync only if it was made
+    /// after the newest roll.
+    rolls: u64,
     generation: u64,
     failed: bool,
 }
@@ -484,6 +489,7 @@ impl<D: Disk> PartitionLog<D> {
         self.segments.insert(base, Segment::new(base, file));
         self.dir_sync_up_to = Some(base);
         self.checkpoint_up_to = Some(base);
+        self.rolls += 1;
         while self.snapshots.len() > PRODUCER_SNAPSHOTS_KEPT {
             let oldest = self.snapshots.pop_first().expect("non-empty");
             let name = self.path(&segment::file_name(oldest, segment::SNAPSHOT_EXT));
@@ -531,6 +537,7 @@ impl<D: Disk> PartitionLog<D> {
                 .map(|_| (self.dir.clone(), self.log_end_offset)),
             end_offset: self.log_end_offset,
             generation: self.generation,
+            rolls: self.rolls,
         })
     }
 
@@ -553,10 +560,15 @@ impl<D: Disk> PartitionLog<D> {
         }
         let end = plan.end_offset;
         self.pending_sync.retain(|_, p| p.up_to_offset > end);
-        if self.dir_sync_up_to.is_some_and(|o| o <= end) && plan.sync_dir.is_some() {
+        // A plan covers the newest rolled segment's directory entry (and its checkpoint) only if
+        // it was made after that roll. Comparing offsets is not enough: a plan ending exactly at
+        // the new segment's base may predate the roll, and clearing the flag then would ack data
+        // whose file name a power loss can still revert (simulator: single_durability seed 79).
+        let after_newest_roll = plan.rolls == self.rolls;
+        if after_newest_roll && plan.sync_dir.is_some() {
             self.dir_sync_up_to = None;
         }
-        if self.checkpoint_up_to.is_some_and(|o| o <= end) && plan.recovery_checkpoint.is_some() {
+        if after_newest_roll && plan.recovery_checkpoint.is_some() {
             self.checkpoint_up_to = None;
         }
         self.durable_end_offset = self.durable_end_offset.max(end.min(self.log_end_offset));

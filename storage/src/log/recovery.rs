@@ -449,6 +449,7 @@ pub(crate) async fn open<D: Disk>(
         pending_sync: BTreeMap::new(),
         dir_sync_up_to: None,
         checkpoint_up_to: None,
+        rolls: 0,
         generation: 0,
         failed: false,
     };

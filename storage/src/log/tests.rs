@@ -608,6 +608,39 @@ async fn roll_plans_sync_dir_and_recovery_checkpoint() {
     assert_eq!(checkpoint::decode(&ckpt), Some(24));
 }
 
+/// A plan made before a roll must not clear the new segment's pending directory sync, even when
+/// its end offset equals the new segment's base (regression: single_durability seed 79).
+#[tokio::test]
+async fn a_plan_made_before_a_roll_leaves_the_new_segments_dir_sync_pending() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(&tmp, small_segments()).await;
+    log.append(batch(2, 0, "d"), 0, 0).await.unwrap();
+    let mut early = None;
+    for i in 1..1_000 {
+        let plan = log.flush_plan().unwrap();
+        let before = log.segment_count();
+        log.append(batch(2, i, "d"), 0, 0).await.unwrap();
+        if log.segment_count() > before {
+            // `plan` ends exactly at the new segment's base offset but predates its creation.
+            early = Some(plan);
+            break;
+        }
+    }
+    let early = early.expect("never rolled");
+    let result = execute_flush(&log.disk, &early).await;
+    log.flush_done(&early, result).unwrap();
+    let next = log
+        .flush_plan()
+        .expect("the roll still needs its directory synced");
+    assert_eq!(next.sync_dir.as_deref(), Some(DIR));
+    let result = execute_flush(&log.disk, &next).await;
+    log.flush_done(&next, result).unwrap();
+    assert!(
+        log.flush_plan().is_none(),
+        "a plan made after the roll clears it"
+    );
+}
+
 #[tokio::test]
 async fn offsets_by_timestamp_and_max_timestamp() {
     let tmp = tempfile::tempdir().unwrap();
