@@ -35,6 +35,8 @@ pub struct Broker<D: Disk, C: Clock> {
     pub data_arrived: Arc<Notify>,
     /// Turns true when the node shuts down: connections stop reading, long polls answer.
     pub stopping: watch::Sender<bool>,
+    /// The group coordinator (every group: a single node coordinates them all).
+    pub groups: crate::group::shell::Groups,
 }
 
 impl<D: Disk, C: Clock> Broker<D, C> {
@@ -52,6 +54,8 @@ impl<D: Disk, C: Clock> Broker<D, C> {
             .map_err(NodeError::Metadata)?;
         let (advertised_host, advertised_port) = cfg.advertised(bound);
         let topics: Vec<TopicMeta> = meta.state().topics.values().cloned().collect();
+        // Member ids carry the start time so ids from before a restart never come back.
+        let boot_stamp = u64::try_from(clock.now_ms()).unwrap_or(0);
         let broker = Arc::new(Broker {
             node_id: cfg.node_id,
             advertised_host,
@@ -64,6 +68,11 @@ impl<D: Disk, C: Clock> Broker<D, C> {
             partitions: Mutex::new(BTreeMap::new()),
             data_arrived: Arc::new(Notify::new()),
             stopping: watch::channel(false).0,
+            groups: crate::group::shell::Groups::new(
+                cfg.group_config(),
+                boot_stamp,
+                cfg.offsets_topic_num_partitions,
+            ),
             cfg,
         });
         for topic in &topics {
@@ -73,6 +82,7 @@ impl<D: Disk, C: Clock> Broker<D, C> {
                 .map_err(NodeError::Storage)?;
         }
         broker.remove_orphans().await;
+        broker.groups.replay(&broker).await;
         tracing::info!(topics = topics.len(), "metadata and partitions recovered");
         Ok(broker)
     }
@@ -269,6 +279,7 @@ impl<D: Disk, C: Clock> Broker<D, C> {
             }
         }));
         let broker = self.clone();
+        let stop_b_group = stop.clone();
         let mut stop_b = stop;
         tasks.push(tokio::spawn(async move {
             let every = Duration::from_millis(broker.cfg.retention_check_interval_ms);
@@ -284,6 +295,7 @@ impl<D: Disk, C: Clock> Broker<D, C> {
                 }
             }
         }));
+        tasks.push(crate::group::shell::spawn_tick(self.clone(), stop_b_group));
         tasks
     }
 

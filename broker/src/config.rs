@@ -68,6 +68,14 @@ pub struct NodeConfig {
     pub retention_check_interval_ms: u64,
     /// The seed of every random choice the node makes (cluster id, topic ids).
     pub seed: u64,
+    /// Kafka's `group.initial.rebalance.delay.ms` (Kafka: 3000; shorter here).
+    pub group_initial_rebalance_delay_ms: u64,
+    /// Kafka's `group.min.session.timeout.ms`.
+    pub group_min_session_timeout_ms: i32,
+    /// Kafka's `group.max.session.timeout.ms`.
+    pub group_max_session_timeout_ms: i32,
+    /// Kafka's `offsets.topic.num.partitions` (partitions of `__consumer_offsets`).
+    pub offsets_topic_num_partitions: i32,
 }
 
 impl Default for NodeConfig {
@@ -92,6 +100,10 @@ impl Default for NodeConfig {
             message_timestamp_type: "CreateTime".to_string(),
             retention_check_interval_ms: 300_000,
             seed: 0,
+            group_initial_rebalance_delay_ms: 300,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            offsets_topic_num_partitions: 1,
         }
     }
 }
@@ -176,11 +188,34 @@ impl NodeConfig {
                 "retention_check_interval_ms must be > 0".to_string(),
             ));
         }
+        if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&self.offsets_topic_num_partitions) {
+            return Err(BadConfig(format!(
+                "offsets_topic_num_partitions must be in [1, {PARTITIONS_PER_TOPIC_MAX}], got {}",
+                self.offsets_topic_num_partitions
+            )));
+        }
+        if self.group_min_session_timeout_ms < 1
+            || self.group_max_session_timeout_ms < self.group_min_session_timeout_ms
+        {
+            return Err(BadConfig(
+                "need 1 <= group_min_session_timeout_ms <= group_max_session_timeout_ms"
+                    .to_string(),
+            ));
+        }
         // The topic defaults are validated under their Kafka names, with the TOML key named.
         for (key, name, value) in self.topic_default_entries() {
             validate_entry(name, &value).map_err(|e| BadConfig(format!("{key}: {e}")))?;
         }
         Ok(())
+    }
+
+    /// The group coordinator's settings.
+    pub fn group_config(&self) -> crate::group::GroupConfig {
+        crate::group::GroupConfig {
+            initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,
+            min_session_timeout_ms: self.group_min_session_timeout_ms,
+            max_session_timeout_ms: self.group_max_session_timeout_ms,
+        }
     }
 
     fn topic_default_entries(&self) -> Vec<(&'static str, &'static str, String)> {

@@ -5,6 +5,7 @@
 
 mod admin;
 mod data;
+mod group;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -152,6 +153,17 @@ pub async fn dispatch<D: Disk, C: Clock>(
         Ok(ApiKey::OffsetForLeaderEpoch) => {
             handle!(OffsetForLeaderEpochRequest, data::offset_for_leader_epoch)
         }
+        Ok(ApiKey::FindCoordinator) => handle!(FindCoordinatorRequest, group::find_coordinator),
+        Ok(ApiKey::JoinGroup) => handle!(JoinGroupRequest, group::join_group),
+        Ok(ApiKey::SyncGroup) => handle!(SyncGroupRequest, group::sync_group),
+        Ok(ApiKey::Heartbeat) => handle!(HeartbeatRequest, group::heartbeat),
+        Ok(ApiKey::LeaveGroup) => handle!(LeaveGroupRequest, group::leave_group),
+        Ok(ApiKey::OffsetCommit) => handle!(OffsetCommitRequest, group::offset_commit),
+        Ok(ApiKey::OffsetFetch) => handle!(OffsetFetchRequest, group::offset_fetch),
+        Ok(ApiKey::OffsetDelete) => handle!(OffsetDeleteRequest, group::offset_delete),
+        Ok(ApiKey::DescribeGroups) => handle!(DescribeGroupsRequest, group::describe_groups),
+        Ok(ApiKey::ListGroups) => handle!(ListGroupsRequest, group::list_groups),
+        Ok(ApiKey::DeleteGroups) => handle!(DeleteGroupsRequest, group::delete_groups),
         _ => {
             // The header check admits only served keys, so this is a table mismatch.
             conn.warn_once("unserved api", || {
