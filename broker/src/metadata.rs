@@ -114,6 +114,23 @@ pub struct MetadataStore<D: Disk> {
     state: MetadataState,
 }
 
+/// How many times the metadata log is read again when a frame fails its checks.
+const METADATA_REREADS_ON_MISMATCH: usize = 2;
+
+async fn read_all<D: Disk>(disk: &D, file: &D::File, len: u64) -> Result<Vec<u8>, MetaError> {
+    let mut bytes = vec![0u8; len as usize];
+    let mut read = 0;
+    while read < bytes.len() {
+        let n = disk.read_at(file, read as u64, &mut bytes[read..]).await?;
+        if n == 0 {
+            break;
+        }
+        read += n;
+    }
+    bytes.truncate(read);
+    Ok(bytes)
+}
+
 impl<D: Disk> MetadataStore<D> {
     /// Opens (creating if needed) and replays the metadata log; generates the cluster id once.
     pub async fn open(disk: D, seed: u64) -> Result<MetadataStore<D>, MetaError> {
@@ -127,26 +144,31 @@ impl<D: Disk> MetadataStore<D> {
                 "{len} bytes > {METADATA_LOG_BYTES_MAX}"
             )));
         }
-        let mut bytes = vec![0u8; len as usize];
-        let mut read = 0;
-        while read < bytes.len() {
-            let n = disk.read_at(&file, read as u64, &mut bytes[read..]).await?;
-            if n == 0 {
+        // A frame that fails its CRC is read again before the tail is cut: a transient flip on
+        // the read path must never truncate (and so lose) durable metadata (simulator:
+        // single_corruption, where topics vanished after a flipped read).
+        let mut best: Option<(MetadataState, usize, usize)> = None;
+        for _ in 0..=METADATA_REREADS_ON_MISMATCH {
+            let bytes = read_all(&disk, &file, len).await?;
+            let mut state = MetadataState::default();
+            let mut pos = 0usize;
+            while let Some((record, next)) = parse_frame(&bytes, pos) {
+                apply(&mut state, record);
+                pos = next;
+            }
+            let whole = pos == bytes.len();
+            if best.as_ref().is_none_or(|(_, best_pos, _)| pos > *best_pos) {
+                best = Some((state, pos, bytes.len()));
+            }
+            if whole {
                 break;
             }
-            read += n;
         }
-        bytes.truncate(read);
-        let mut state = MetadataState::default();
-        let mut pos = 0usize;
-        while let Some((record, next)) = parse_frame(&bytes, pos) {
-            apply(&mut state, record);
-            pos = next;
-        }
-        if pos < bytes.len() {
+        let (mut state, pos, file_bytes) = best.expect("at least one read");
+        if pos < file_bytes {
             tracing::warn!(
                 valid_bytes = pos,
-                file_bytes = bytes.len(),
+                file_bytes,
                 "metadata log: truncating a torn or corrupt tail"
             );
             disk.set_len(&file, pos as u64).await?;

@@ -126,7 +126,8 @@ pub fn single_torn_tail(s: &mut Seed) -> SimOptions {
     o
 }
 
-/// Atlas: at-rest flips (per power loss) and transient flips on read, plus crashes.
+/// Atlas: at-rest flips (per power loss) in sealed segments and index files, transient flips on
+/// read, plus crashes. The broker must refuse corrupt ranges, never serve wrong bytes.
 pub fn single_corruption(s: &mut Seed) -> SimOptions {
     let mut o = SimOptions::base();
     workload(s, &mut o);
@@ -135,6 +136,7 @@ pub fn single_corruption(s: &mut Seed) -> SimOptions {
     o.corruption_in_atlas = true;
     o.disk = DiskFaults {
         bitflip_at_rest: 0.2 + s.rate(0.0, 0.8),
+        bitflip_at_rest_sealed_only: true,
         bitflip_on_read: s.rate(0.3, 0.05),
         crash_torn: s.rate(0.5, 0.5),
         ..DiskFaults::NONE

@@ -58,6 +58,11 @@ pub struct DiskFaults {
     pub bitflip_on_read: f64,
     /// Per power failure: flip one bit of one durable file.
     pub bitflip_at_rest: f64,
+    /// Limit at-rest flips to what one node can detect and refuse (sealed `.log` segments) or
+    /// rebuild (`.index`, `.timeindex`). A flip in the active segment's synced tail or in the
+    /// metadata log looks exactly like a torn unsynced write to a lone node; telling them apart
+    /// needs redundancy (a replica, or mirrored records), so it is outside the single-node atlas.
+    pub bitflip_at_rest_sealed_only: bool,
     /// Cumulative `write_at` bytes after which writes fail with `NoSpace`.
     pub enospc_after_bytes: Option<u64>,
     /// Extra simulated latency per operation, in microseconds (min, max).
@@ -75,6 +80,7 @@ impl DiskFaults {
         fsync_eio: 0.0,
         bitflip_on_read: 0.0,
         bitflip_at_rest: 0.0,
+        bitflip_at_rest_sealed_only: false,
         enospc_after_bytes: None,
         latency_us: None,
         crash_torn: 0.0,
@@ -235,11 +241,17 @@ impl NodeDisk {
     }
 
     fn flip_at_rest(&mut self) {
+        let allowed = if self.faults.bitflip_at_rest_sealed_only {
+            Some(sealed_only(&self.durable_ns))
+        } else {
+            None
+        };
         let candidates: Vec<u64> = self
             .inodes
             .iter()
             .filter(|(_, i)| !i.durable.is_empty())
             .map(|(id, _)| *id)
+            .filter(|id| allowed.as_ref().is_none_or(|a| a.contains(id)))
             .collect();
         let Some(id) = candidates.choose(&mut self.rng).copied() else {
             return;
@@ -834,6 +846,32 @@ impl madsim::plugin::Simulator for SimFs {
         // Called under madsim's simulator-registry lock: must not look up plugins here.
         self.shared.power_fail(node_number(id));
     }
+}
+
+/// Inodes of sealed segment logs (every `.log` of a partition directory but its newest) and of
+/// offset/time index files: the at-rest flip targets of `bitflip_at_rest_sealed_only`.
+fn sealed_only(names: &BTreeMap<String, Entry>) -> BTreeSet<u64> {
+    let mut newest_log: BTreeMap<&str, &str> = BTreeMap::new();
+    for name in names.keys().filter(|n| n.ends_with(".log")) {
+        let dir = name.rsplit_once('/').map_or("", |(d, _)| d);
+        newest_log.insert(dir, name.as_str()); // BTreeMap order: the last one wins
+    }
+    names
+        .iter()
+        .filter_map(|(name, entry)| {
+            let Entry::File(inode) = entry else {
+                return None;
+            };
+            let dir = name.rsplit_once('/').map_or("", |(d, _)| d);
+            let is_index = name.ends_with(".index") || name.ends_with(".timeindex");
+            let is_sealed_log = name.ends_with(".log")
+                && dir != "meta"
+                && newest_log
+                    .get(dir)
+                    .is_some_and(|newest| *newest != name.as_str());
+            (is_index || is_sealed_log).then_some(*inode)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -200,6 +200,9 @@ pub enum Scanned {
     Bad { position: u64, hdr: Option<Hdr> },
 }
 
+/// How many times a batch that fails its checks is read again before it counts as bad.
+pub const REREADS_ON_MISMATCH: usize = 2;
+
 /// Walks batches of one file up to `limit`, reading in chunks.
 pub struct BatchCursor<'a, D: Disk> {
     disk: &'a D,
@@ -245,8 +248,24 @@ impl<'a, D: Disk> BatchCursor<'a, D> {
         Ok(&self.buf[from..from + len])
     }
 
-    /// The batch at `position`; whole batch bytes when `verify` (CRC checked).
+    /// The batch at `position`; whole batch bytes when `verify` (CRC checked). A batch that
+    /// looks bad is read again from the disk (up to `REREADS_ON_MISMATCH` times) before it is
+    /// reported bad: a transient flip on the read path must never be mistaken for damage at
+    /// rest, which recovery would truncate (simulator: single_corruption).
     pub async fn next(&mut self, position: u64, verify: bool) -> Result<Scanned, DiskError> {
+        let mut scanned = self.next_once(position, verify).await?;
+        for _ in 0..REREADS_ON_MISMATCH {
+            let good = matches!(scanned, Scanned::End | Scanned::Batch { crc_ok: true, .. });
+            if good {
+                break;
+            }
+            self.buf.clear(); // Forget the cached bytes: the next window reads the disk again.
+            scanned = self.next_once(position, verify).await?;
+        }
+        Ok(scanned)
+    }
+
+    async fn next_once(&mut self, position: u64, verify: bool) -> Result<Scanned, DiskError> {
         if position >= self.limit {
             return Ok(Scanned::End);
         }
