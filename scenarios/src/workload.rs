@@ -371,6 +371,11 @@ async fn final_read_partition(
                     .filter(|(o, _)| *o >= before)
                     .map(|(o, r)| (*o, value_string(r)))
                     .collect();
+                wl.trace.event(format!(
+                    "final fetch partition={partition} from={before} got={:?} hw={}",
+                    fresh.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
+                    ok.high_watermark
+                ));
                 for (o, v) in fresh {
                     records.insert(o, v);
                     position = o + 1;

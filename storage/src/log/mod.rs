@@ -611,6 +611,19 @@ impl<D: Disk> PartitionLog<D> {
         if offset >= limit {
             return Ok(empty);
         }
+        // Offsets are contiguous, so an offset below the end that no segment covers can only be
+        // a corrupt range recovery refused to index: report it, never skip to the next segment
+        // (that would hand a reader later offsets as if these never existed).
+        if let Some((_, seg)) = self.segments.range(..=offset).next_back() {
+            let hole =
+                seg.next_offset <= offset && self.segments.range(offset + 1..).next().is_some();
+            if hole {
+                return Err(LogError::Corrupt {
+                    segment: seg.base_offset,
+                    position: seg.size_bytes,
+                });
+            }
+        }
         for seg in self
             .segments
             .range(..=offset)
@@ -625,13 +638,17 @@ impl<D: Disk> PartitionLog<D> {
             if seg.base_offset >= limit {
                 break;
             }
-            if let Some(found) = self.read_segment(seg, offset, max_bytes, limit).await? {
-                return Ok(ReadResult {
+            // The segment holding `offset` decides: nothing readable there (its batch is past
+            // the limit) means nothing readable at all. Moving on to a later segment would hand
+            // out later offsets as if this one did not exist.
+            return match self.read_segment(seg, offset, max_bytes, limit).await? {
+                Some(found) => Ok(ReadResult {
                     bytes: found.0,
                     next_offset: found.1,
                     ..empty
-                });
-            }
+                }),
+                None => Ok(empty),
+            };
         }
         Ok(empty)
     }
@@ -651,6 +668,9 @@ impl<D: Disk> PartitionLog<D> {
         let mut position = seg.seek_position(offset);
         let first = loop {
             match cursor.next(position, false).await? {
+                // The segment claims `offset` (its next offset is past it) but its bytes end
+                // first: damaged index or file. An error, never a silent skip to later offsets.
+                Scanned::End if seg.next_offset > offset => return Err(corrupt(position)),
                 Scanned::End => return Ok(None),
                 Scanned::Bad { position, .. } => return Err(corrupt(position)),
                 Scanned::Batch { hdr, .. } if hdr.last_offset() < offset => {
@@ -659,6 +679,21 @@ impl<D: Disk> PartitionLog<D> {
                 Scanned::Batch { hdr, .. } => break hdr,
             }
         };
+        // Offsets are contiguous (nothing is compacted yet), so the first batch must hold
+        // `offset` (or start the segment). The CRC does not cover the base offset: a flip there
+        // would otherwise make a batch claim other offsets and a reader skip records silently.
+        let expected_start = offset.max(seg.base_offset);
+        let impossible = first.base_offset > expected_start
+            || first.base_offset < seg.base_offset
+            || first.last_offset() >= seg.next_offset;
+        if impossible {
+            tracing::error!(
+                dir = %self.dir, segment = seg.base_offset, position, offset,
+                base_offset = first.base_offset, last_offset = first.last_offset(),
+                "stored batch claims offsets its segment does not hold"
+            );
+            return Err(corrupt(position));
+        }
         if first.last_offset() >= limit {
             return Ok(None);
         }
