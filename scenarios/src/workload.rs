@@ -395,9 +395,11 @@ async fn final_read_partition(
                     corrupt.push((partition, position..position + 1));
                     position += 1;
                     failures_here = 0;
-                } else {
+                } else if !is_corrupt {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
+                // A corruption error is retried at once: read flips do not heal with time, and a
+                // refused range can span a whole segment that must be walked offset by offset.
             }
         }
     }

@@ -12,7 +12,9 @@ use crate::log::batch_view;
 use crate::log::checkpoint;
 use crate::log::index::OffsetIndex;
 use crate::log::producer_state::ProducerStateTable;
-use crate::log::segment::{self, BatchCursor, Scanned, Segment, SCAN_CHUNK_BYTES};
+use crate::log::segment::{
+    self, BatchCursor, Scanned, Segment, REREADS_ON_MISMATCH, SCAN_CHUNK_BYTES,
+};
 use crate::log::time_index::TimeIndex;
 use crate::log::{
     assert_config, producer_window, remove_if_present, CorruptRange, LogConfig, LogError,
@@ -68,7 +70,21 @@ pub async fn scan<D: Disk>(
     let mut cursor = BatchCursor::new(disk, file, len, SCAN_CHUNK_BYTES);
     let mut position = 0u64;
     loop {
-        let step = cursor.next(position, true).await?;
+        let mut step = cursor.next(position, true).await?;
+        // The base offset is outside the CRC, so a transient flip there passes the cursor's own
+        // re-reads; read again before calling anything damage (damage in the tail is cut).
+        for _ in 0..REREADS_ON_MISMATCH {
+            let good = match &step {
+                Scanned::End => true,
+                Scanned::Batch { hdr, crc_ok, .. } => *crc_ok && hdr.base_offset == seg.next_offset,
+                Scanned::Bad { .. } => false,
+            };
+            if good {
+                break;
+            }
+            cursor.forget();
+            step = cursor.next(position, true).await?;
+        }
         let (hdr, whole) = match step {
             Scanned::End => return Ok((seg, None)),
             Scanned::Batch {

@@ -248,6 +248,11 @@ impl<'a, D: Disk> BatchCursor<'a, D> {
         Ok(&self.buf[from..from + len])
     }
 
+    /// Drops the cached bytes so the next `next` reads the disk again.
+    pub fn forget(&mut self) {
+        self.buf.clear();
+    }
+
     /// The batch at `position`; whole batch bytes when `verify` (CRC checked). A batch that
     /// looks bad is read again from the disk (up to `REREADS_ON_MISMATCH` times) before it is
     /// reported bad: a transient flip on the read path must never be mistaken for damage at
@@ -259,7 +264,7 @@ impl<'a, D: Disk> BatchCursor<'a, D> {
             if good {
                 break;
             }
-            self.buf.clear(); // Forget the cached bytes: the next window reads the disk again.
+            self.forget();
             scanned = self.next_once(position, verify).await?;
         }
         Ok(scanned)
