@@ -76,6 +76,10 @@ pub struct NodeConfig {
     pub group_max_session_timeout_ms: i32,
     /// Kafka's `offsets.topic.num.partitions` (partitions of `__consumer_offsets`).
     pub offsets_topic_num_partitions: i32,
+    /// Kafka's `group.consumer.session.timeout.ms` (KIP-848 groups).
+    pub group_consumer_session_timeout_ms: u64,
+    /// Kafka's `group.consumer.heartbeat.interval.ms` (KIP-848 groups).
+    pub group_consumer_heartbeat_interval_ms: i32,
 }
 
 impl Default for NodeConfig {
@@ -104,6 +108,8 @@ impl Default for NodeConfig {
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,
             offsets_topic_num_partitions: 1,
+            group_consumer_session_timeout_ms: 45_000,
+            group_consumer_heartbeat_interval_ms: 5_000,
         }
     }
 }
@@ -215,6 +221,8 @@ impl NodeConfig {
             initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,
             min_session_timeout_ms: self.group_min_session_timeout_ms,
             max_session_timeout_ms: self.group_max_session_timeout_ms,
+            consumer_session_timeout_ms: self.group_consumer_session_timeout_ms,
+            consumer_heartbeat_interval_ms: self.group_consumer_heartbeat_interval_ms,
         }
     }
 

@@ -316,7 +316,13 @@ pub async fn final_read(wl: Workload) -> FinalLog {
         complete: true,
         ..FinalLog::default()
     };
-    let mut consumer = Consumer::new(wl.net(), vec![wl.broker], client_config("final".into()));
+    // The final reader retries on its own terms (see `final_read_partition`): client-level
+    // retries with backoff would make walking a long refused range outlast the liveness bound.
+    let config = ClientConfig {
+        retries: 0,
+        ..client_config("final".into())
+    };
+    let mut consumer = Consumer::new(wl.net(), vec![wl.broker], config);
     for partition in 0..wl.opts.partitions.clamp(1, PARTITIONS_MAX) {
         let done = final_read_partition(&wl, &mut consumer, partition, &mut log).await;
         log.complete &= done;

@@ -84,7 +84,7 @@ fn topic_entry<D: Disk, C: Clock>(
     let mut t = MetadataResponseTopic::default()
         .with_error_code(code::NONE)
         .with_name(Some(topic_name(&meta.name)))
-        .with_is_internal(false)
+        .with_is_internal(meta.name == crate::group::shell::OFFSETS_TOPIC)
         .with_partitions(partition_entries(broker, meta));
     if version >= 10 {
         t = t.with_topic_id(meta.id);

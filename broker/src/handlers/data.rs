@@ -69,6 +69,10 @@ pub async fn produce<D: Disk, C: Clock>(
                 Err(code::INVALID_REQUIRED_ACKS)
             } else {
                 match (&partition, pd.records) {
+                    // Only the group coordinator writes its internal topic (Kafka says the same).
+                    _ if name == crate::group::shell::OFFSETS_TOPIC => {
+                        Err(code::INVALID_TOPIC_EXCEPTION)
+                    }
                     (None, _) => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
                     (Some(_), None) => Err(code::CORRUPT_MESSAGE),
                     (Some(p), Some(records)) => {
@@ -291,7 +295,9 @@ pub async fn fetch<D: Disk, C: Clock>(
     // The deadline starts now, not when the writer gets to this reply.
     let deadline = tokio::time::sleep(Duration::from_millis(wait_ms));
     let (response, total) = fetch_once(broker, version, &topics, max_bytes).await;
-    if total >= min_bytes || wait_ms == 0 {
+    // As Kafka does, a partition error ends the long poll at once: the client needs to see it
+    // (a consumer walking past a refused corrupt range would otherwise wait out every poll).
+    if total >= min_bytes || wait_ms == 0 || any_partition_error(&response) {
         return respond(req, &response);
     }
     let broker = broker.clone();
@@ -305,7 +311,7 @@ pub async fn fetch<D: Disk, C: Clock>(
             // Register before re-checking so an advance between the two is not missed.
             notified.as_mut().enable();
             let (response, total) = fetch_once(&broker, version, &topics, max_bytes).await;
-            if total >= min_bytes {
+            if total >= min_bytes || any_partition_error(&response) {
                 return encode(&req, &response);
             }
             tokio::select! {
@@ -322,6 +328,14 @@ pub async fn fetch<D: Disk, C: Clock>(
             }
         }
     }))
+}
+
+fn any_partition_error(response: &FetchResponse) -> bool {
+    response
+        .responses
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .any(|p| p.error_code != code::NONE)
 }
 
 pub async fn list_offsets<D: Disk, C: Clock>(

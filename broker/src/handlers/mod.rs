@@ -164,6 +164,15 @@ pub async fn dispatch<D: Disk, C: Clock>(
         Ok(ApiKey::DescribeGroups) => handle!(DescribeGroupsRequest, group::describe_groups),
         Ok(ApiKey::ListGroups) => handle!(ListGroupsRequest, group::list_groups),
         Ok(ApiKey::DeleteGroups) => handle!(DeleteGroupsRequest, group::delete_groups),
+        Ok(ApiKey::ConsumerGroupHeartbeat) => {
+            handle!(
+                ConsumerGroupHeartbeatRequest,
+                group::consumer_group_heartbeat
+            )
+        }
+        Ok(ApiKey::ConsumerGroupDescribe) => {
+            handle!(ConsumerGroupDescribeRequest, group::consumer_group_describe)
+        }
         _ => {
             // The header check admits only served keys, so this is a table mismatch.
             conn.warn_once("unserved api", || {
