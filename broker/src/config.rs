@@ -208,6 +208,15 @@ impl NodeConfig {
                     .to_string(),
             ));
         }
+        if self.group_consumer_session_timeout_ms == 0
+            || self.group_consumer_heartbeat_interval_ms < 1
+        {
+            return Err(BadConfig(
+                "group_consumer_session_timeout_ms and group_consumer_heartbeat_interval_ms \
+                 must be > 0"
+                    .to_string(),
+            ));
+        }
         // The topic defaults are validated under their Kafka names, with the TOML key named.
         for (key, name, value) in self.topic_default_entries() {
             validate_entry(name, &value).map_err(|e| BadConfig(format!("{key}: {e}")))?;

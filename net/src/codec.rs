@@ -960,11 +960,11 @@ mod tests {
             }
         ));
         assert!(e.response().is_none());
-        // A group API the table does not serve yet.
-        let e = decode_request_header(unhex("000b 0005 00000008 ffff")).unwrap_err();
+        // A group API the table does not serve yet (ShareGroupHeartbeat, KIP-932).
+        let e = decode_request_header(unhex("004c 0000 00000008 ffff")).unwrap_err();
         assert!(matches!(
             e,
-            CodecError::UnsupportedVersion { api_key: 11, .. }
+            CodecError::UnsupportedVersion { api_key: 76, .. }
         ));
         assert_eq!(
             decode_request_header(unhex("0012 0003 0000")).unwrap_err(),
@@ -1082,6 +1082,19 @@ mod tests {
         CreatePartitions => CreatePartitionsRequest,
         IncrementalAlterConfigs => IncrementalAlterConfigsRequest,
         DescribeCluster => DescribeClusterRequest,
+        FindCoordinator => FindCoordinatorRequest,
+        JoinGroup => JoinGroupRequest,
+        SyncGroup => SyncGroupRequest,
+        Heartbeat => HeartbeatRequest,
+        LeaveGroup => LeaveGroupRequest,
+        OffsetCommit => OffsetCommitRequest,
+        OffsetFetch => OffsetFetchRequest,
+        OffsetDelete => OffsetDeleteRequest,
+        DescribeGroups => DescribeGroupsRequest,
+        ListGroups => ListGroupsRequest,
+        DeleteGroups => DeleteGroupsRequest,
+        ConsumerGroupHeartbeat => ConsumerGroupHeartbeatRequest,
+        ConsumerGroupDescribe => ConsumerGroupDescribeRequest,
     }
 
     /// Populated requests exercising nested arrays, strings, tagged fields.

@@ -24,6 +24,21 @@ pub const SUPPORTED: &[(i16, i16, i16)] = &[
     (ApiKey::CreatePartitions as i16, 0, 3),
     (ApiKey::IncrementalAlterConfigs as i16, 0, 1),
     (ApiKey::DescribeCluster as i16, 0, 1),
+    // Consumer groups, classic protocol (broker/src/group).
+    (ApiKey::FindCoordinator as i16, 0, 4),
+    (ApiKey::JoinGroup as i16, 0, 9),
+    (ApiKey::SyncGroup as i16, 0, 5),
+    (ApiKey::Heartbeat as i16, 0, 4),
+    (ApiKey::LeaveGroup as i16, 0, 5),
+    (ApiKey::OffsetCommit as i16, 2, 9),
+    (ApiKey::OffsetFetch as i16, 1, 9),
+    (ApiKey::OffsetDelete as i16, 0, 0),
+    (ApiKey::DescribeGroups as i16, 0, 5),
+    (ApiKey::ListGroups as i16, 0, 5),
+    (ApiKey::DeleteGroups as i16, 0, 2),
+    // Consumer groups, KIP-848 protocol.
+    (ApiKey::ConsumerGroupHeartbeat as i16, 0, 1),
+    (ApiKey::ConsumerGroupDescribe as i16, 0, 1),
 ];
 
 /// The ApiVersions range, used by the KIP-511 fallback body.
@@ -92,7 +107,8 @@ mod tests {
     #[test]
     fn lookups() {
         assert_eq!(supported(ApiKey::Produce as i16), Some((3, 11)));
-        assert_eq!(supported(ApiKey::JoinGroup as i16), None);
+        assert_eq!(supported(ApiKey::JoinGroup as i16), Some((0, 9)));
+        assert_eq!(supported(ApiKey::ShareGroupHeartbeat as i16), None);
         assert_eq!(supported(-5), None);
         assert!(is_supported(0, 3));
         assert!(!is_supported(0, 2));

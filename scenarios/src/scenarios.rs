@@ -16,6 +16,7 @@ const SAFETY_CHECKS: &[&str] = &[
     "offsets_unique",
     "no_duplicates",
     "reads_valid",
+    "no_corrupt_served",
     "poll_monotonic",
     "producer_order",
     "hw_bounded",

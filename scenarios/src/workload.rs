@@ -116,6 +116,10 @@ fn value_string(r: &Record) -> String {
     }
 }
 
+/// An acknowledged idempotent batch kept for delayed duplicates:
+/// (value, record, producer id, epoch, sequence).
+type AckedBatch = (String, Record, i64, i16, i32);
+
 /// One producer: `sends_per_producer` values, one request at a time.
 pub async fn producer(wl: Workload, id: u32) {
     let mut seed = Seed::new(wl.seed).child(&format!("producer{id}"));
@@ -140,7 +144,7 @@ pub async fn producer(wl: Workload, id: u32) {
     // Batches acknowledged under the current producer id and epoch, in sequence order, for
     // delayed duplicates: (value, record, producer id, epoch, sequence).
     // Per partition (the client keeps one sequence per partition).
-    let mut acked: BTreeMap<i32, Vec<(String, Record, i64, i16, i32)>> = BTreeMap::new();
+    let mut acked: BTreeMap<i32, Vec<AckedBatch>> = BTreeMap::new();
     let partitions = wl.opts.partitions.clamp(1, PARTITIONS_MAX);
     for seq in 0..wl.opts.sends_per_producer {
         if wl.stop.load(Ordering::SeqCst) {

@@ -8,6 +8,7 @@ pub mod acked_durable;
 pub mod hw_bounded;
 pub mod idempotent_retry;
 pub mod liveness;
+pub mod no_corrupt_served;
 pub mod no_corruption_reported;
 pub mod no_duplicates;
 pub mod no_panic;
@@ -26,6 +27,7 @@ pub const ALL: &[(&str, CheckFn)] = &[
     ("offsets_unique", offsets_unique::check),
     ("no_duplicates", no_duplicates::check),
     ("reads_valid", reads_valid::check),
+    ("no_corrupt_served", no_corrupt_served::check),
     ("poll_monotonic", poll_monotonic::check),
     ("producer_order", producer_order::check),
     ("hw_bounded", hw_bounded::check),

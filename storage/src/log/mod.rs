@@ -1053,5 +1053,6 @@ impl ProducerStateTable {
     }
 }
 
-#[cfg(test)]
+// The tests run on `RealDisk`, which simulation builds leave out.
+#[cfg(all(test, not(madsim)))]
 mod tests;
