@@ -60,6 +60,9 @@ pub fn dir_topic_id(name: &str) -> Option<String> {
     (hex32(id) && digits(index)).then(|| id.to_string())
 }
 
+/// How long the `broker.flush.delay` buggify site holds a group commit back.
+const BUGGIFY_FLUSH_DELAY_MS: u64 = 20;
+
 fn log_config(config: &TopicConfig, hooks: &Hooks) -> LogConfig {
     LogConfig {
         segment_bytes: u64::try_from(config.segment_bytes).unwrap_or(1 << 30),
@@ -266,6 +269,10 @@ impl<D: Disk> Partition<D> {
     /// One group-commit sync: take the plan under the log lock, run it without the lock (appends
     /// continue and are covered by the next sync), then feed the result back.
     async fn sync(self: Arc<Self>, up_to: i64) {
+        if self.hooks.buggify("broker.flush.delay") {
+            // Buggify: a slow fsync start; more appends pile up behind this group commit.
+            tokio::time::sleep(std::time::Duration::from_millis(BUGGIFY_FLUSH_DELAY_MS)).await;
+        }
         let plan = self.log.lock().await.flush_plan();
         let result = match plan {
             None => {

@@ -215,7 +215,11 @@ async fn fetch_once<D: Disk, C: Clock>(
                 }
                 Some(p) => {
                     let remaining = max_bytes.saturating_sub(total);
-                    let limit = (target.partition_max_bytes.max(0) as usize).min(remaining);
+                    let mut limit = (target.partition_max_bytes.max(0) as usize).min(remaining);
+                    if broker.hooks.buggify("broker.fetch.short_response") {
+                        // Buggify: the smallest legal answer (KIP-74 still returns one batch).
+                        limit = 1;
+                    }
                     let hw = p.high_watermark();
                     pd = pd
                         .with_high_watermark(hw)

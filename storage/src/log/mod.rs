@@ -394,10 +394,24 @@ impl<D: Disk> PartitionLog<D> {
         }
 
         let position = self.active().size_bytes;
-        let write = self
-            .disk
-            .write_at(&self.active().file, position, &batches)
-            .await;
+        // Buggify: the same bytes in two writes, so a crash can persist one half of an append.
+        let split = if self.config.hooks.buggify("storage.append.split_write") {
+            batches.len() / 2
+        } else {
+            0
+        };
+        let file = &self.active().file;
+        let mut write = Ok(());
+        if split > 0 {
+            write = self.disk.write_at(file, position, &batches[..split]).await;
+        }
+        if write.is_ok() {
+            let rest = &batches[split..];
+            write = self
+                .disk
+                .write_at(file, position + split as u64, rest)
+                .await;
+        }
         if let Err(e) = write {
             return Err(self.undo_write(position, e).await);
         }
