@@ -2,7 +2,8 @@
 //! `crc32c` crate on this machine, for the benchmark's physical-limits table.
 //! It hashes consecutive chunks of an in-cache 1 MiB buffer (a broker checksums a batch it has just
 //! read, so the data is in cache) and prints one JSON object. It never reads files or the network.
-//! Usage: crcbench [TOTAL_MIB] (bytes hashed per chunk size and repetition; default 1024, max 65536)
+//! Usage: crcbench [TOTAL_MIB]: MiB hashed per chunk size and repetition (default 1024,
+//! at most 65536).
 
 use std::time::Instant;
 

@@ -7,7 +7,8 @@
 # Idempotent: every step is skipped when its output exists. It never fails the run for an
 # optional tool: a tool that cannot be installed is reported and left out (the bench skips it).
 #
-# Usage: bench/install.sh   (called by ci/bench.sh; prints KEY=VALUE lines to target/bench/tools.env)
+# Usage: bench/install.sh  (called by ci/bench.sh; writes KEY=VALUE lines to
+# target/bench/tools.env)
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,7 +40,8 @@ fi
 if [[ -z "$VENV" ]]; then say "FATAL: no Python with confluent-kafka"; exit 1; fi
 PY="$VENV/bin/python"
 tool PYTHON "$PY"
-LIBDIR="$("$PY" -c 'import confluent_kafka,os;print(os.path.join(os.path.dirname(os.path.dirname(confluent_kafka.__file__)),"confluent_kafka.libs"))')"
+LIBDIR="$("$PY" -c 'import confluent_kafka as c, os
+print(os.path.join(os.path.dirname(os.path.dirname(c.__file__)), "confluent_kafka.libs"))')"
 LIBRDKAFKA="$(ls "$LIBDIR"/librdkafka*.so.1 2>/dev/null | head -n1)"
 
 # --- fio, iperf3 (physical limits) --------------------------------------------------------------

@@ -53,7 +53,17 @@ def _consume(bootstrap, topic, n, deadline_s, fetch_wait_ms, ready, q):
         "fetch.wait.max.ms": fetch_wait_ms,
         "fetch.min.bytes": 1,
     })
-    _lo, hi = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+    hi = None
+    end = time.monotonic() + CONSUMER_READY_S
+    while hi is None and time.monotonic() < end:
+        try:
+            hi = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=2)[1]
+        except KafkaException:
+            time.sleep(0.1)
+    if hi is None:
+        c.close()
+        q.put([])
+        return
     c.assign([TopicPartition(topic, 0, hi)])
     c.poll(0.2)
     ready.set()
@@ -73,18 +83,6 @@ def _consume(bootstrap, topic, n, deadline_s, fetch_wait_ms, ready, q):
 
 def e2e(a):
     n = int(a.rate * a.duration)
-    ctx = mp.get_context("fork")
-    q = ctx.Queue()
-    ready = ctx.Event()
-    cons = ctx.Process(
-        target=_consume,
-        args=(a.bootstrap, a.topic[0], n, a.duration + 20, a.fetch_wait_ms, ready, q),
-    )
-    cons.start()
-    if not ready.wait(CONSUMER_READY_S):
-        cons.terminate()
-        result({"mode": "e2e", "error": "consumer not ready"})
-        return 1
     p = Producer({
         "bootstrap.servers": a.bootstrap,
         "acks": a.acks,
@@ -92,8 +90,22 @@ def e2e(a):
         "enable.idempotence": False,
         "queue.buffering.max.messages": 1_000_000,
     })
+    # The warm-up record also makes brokers without CreateTopics (the mock) create the topic.
     p.produce(a.topic[0], b"warm-up", partition=0)
     p.flush(10)
+    # spawn, not fork: the producer's librdkafka threads must not be forked.
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    ready = ctx.Event()
+    cons = ctx.Process(
+        target=_consume,
+        args=(a.bootstrap, a.topic[0], n, a.duration + 20, a.fetch_wait_ms, ready, q),
+    )
+    cons.start()
+    if not ready.wait(CONSUMER_READY_S + 10):
+        cons.terminate()
+        result({"mode": "e2e", "error": "consumer not ready"})
+        return 1
     time.sleep(0.3)
     pad = b"x" * max(0, a.size - STAMP_BYTES)
     step = 1.0 / a.rate
