@@ -115,7 +115,7 @@ pub struct MetadataStore<D: Disk> {
 }
 
 /// How many times the metadata log is read again when a frame fails its checks.
-const METADATA_REREADS_ON_MISMATCH: usize = 2;
+const METADATA_REREADS_ON_MISMATCH: usize = 4;
 
 async fn read_all<D: Disk>(disk: &D, file: &D::File, len: u64) -> Result<Vec<u8>, MetaError> {
     let mut bytes = vec![0u8; len as usize];
