@@ -82,6 +82,7 @@ impl<D: Disk, C: Clock> Broker<D, C> {
                 .map_err(NodeError::Storage)?;
         }
         broker.remove_orphans().await;
+        broker.groups.set_hooks(broker.hooks.clone());
         broker.groups.replay(&broker).await;
         tracing::info!(topics = topics.len(), "metadata and partitions recovered");
         Ok(broker)

@@ -11,6 +11,8 @@ use samsa_sim::coverage::Coverage;
 use samsa_sim::disk::DiskFaults;
 use samsa_sim::seed::Seed;
 
+#[cfg(madsim)]
+pub mod groups;
 pub mod scenarios;
 #[cfg(madsim)]
 pub mod sim_run;
@@ -71,6 +73,14 @@ pub struct SimOptions {
     pub send_pause_ms: u64,
     /// Partitions of the workload's topic (producers pick one per send).
     pub partitions: i32,
+    /// Consumer-group members (`groups::member` processes); 0 outside the group scenarios.
+    pub group_members: u32,
+    /// Per member work round: LeaveGroup, crash (stop heartbeating), pause past the session.
+    pub member_leave_p: f64,
+    pub member_crash_p: f64,
+    pub member_pause_p: f64,
+    /// After a rebalance: re-send the last commit of the previous generation (must be refused).
+    pub stale_commit_p: f64,
 }
 
 impl SimOptions {
@@ -104,6 +114,11 @@ impl SimOptions {
             key_bytes: 0,
             send_pause_ms: 300,
             partitions: 1,
+            group_members: 0,
+            member_leave_p: 0.0,
+            member_crash_p: 0.0,
+            member_pause_p: 0.0,
+            stale_commit_p: 0.0,
         }
     }
 
@@ -122,7 +137,8 @@ impl SimOptions {
              loss={:.3} latency_ms={}..{} short_rw={:.2}/{:.2} reset={:.3} refused={:.3} \
              write_eio={:.3} read_eio={:.3} fsync_eio={:.3} flip_read={:.3} flip_rest={:.2} \
              enospc={} slow_us={} torn={:.2} reorder={:.2} buggify={} net_buggify={} \
-             dup={:.2} key_bytes={} pause_ms={} safety_ms={} liveness_ms={}",
+             dup={:.2} key_bytes={} pause_ms={} safety_ms={} liveness_ms={} members={} \
+             member_leave={:.2} member_crash={:.2} member_pause={:.2} stale_commit={:.2}",
             self.partitions,
             self.producers,
             idem.join(","),
@@ -162,6 +178,11 @@ impl SimOptions {
             self.send_pause_ms,
             self.safety_ms,
             self.liveness_ms,
+            self.group_members,
+            self.member_leave_p,
+            self.member_crash_p,
+            self.member_pause_p,
+            self.stale_commit_p,
         )
     }
 }
@@ -293,6 +314,7 @@ pub fn mutant_targets(mutant: &str) -> &'static [&'static str] {
         "recovery_truncate_short" => &["single_torn_tail", "single_durability"],
         "idempotence_window_one" => &["single_net_chaos", "single_durability"],
         "nondeterminism_canary" => &["single_durability"],
+        "group_accept_stale_commit" => &["single_groups"],
         _ => &[],
     }
 }

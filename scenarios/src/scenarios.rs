@@ -25,6 +25,22 @@ const SAFETY_CHECKS: &[&str] = &[
     "liveness",
 ];
 
+const GROUP_CHECKS: &[&str] = &[
+    "no_panic",
+    "acked_durable",
+    "offsets_unique",
+    "no_duplicates",
+    "reads_valid",
+    "poll_monotonic",
+    "producer_order",
+    "hw_bounded",
+    "liveness",
+    "group_single_owner",
+    "group_commits_monotonic",
+    "group_stale_commit_rejected",
+    "group_no_gap",
+];
+
 pub const ALL: &[Scenario] = &[
     Scenario {
         name: "single_durability",
@@ -55,6 +71,14 @@ pub const ALL: &[Scenario] = &[
                 client<->broker partitions, packet loss, latency and process pauses",
         options: single_net_chaos,
         checks: SAFETY_CHECKS,
+    },
+    Scenario {
+        name: "single_groups",
+        about: "2-4 consumer-group members join, poll from committed offsets, commit, leave, \
+                crash and pause past the session timeout, plus delayed stale-generation commits; \
+                broker power loss and network faults; atlas: no bit flips, no wipe",
+        options: single_groups,
+        checks: GROUP_CHECKS,
     },
 ];
 
@@ -160,6 +184,43 @@ pub fn single_net_chaos(s: &mut Seed) -> SimOptions {
         short_write: s.rate(0.3, 0.5),
         reset_after_flush: s.rate(0.3, 0.05),
         connect_refused: s.rate(0.5, 0.1),
+    };
+    o
+}
+
+/// Atlas: group members' own faults (leave, crash, pause past the session timeout, delayed
+/// commits from an old generation), broker power loss (with torn/reordered unsynced writes),
+/// pauses, client partitions, packet loss and short reads/writes. No bit flips, no wipe.
+pub fn single_groups(s: &mut Seed) -> SimOptions {
+    let mut o = SimOptions::base();
+    o.partitions = s.range_u64(2, 6) as i32;
+    o.producers = s.range_u64(1, 2) as u32;
+    o.idempotent = (0..o.producers).map(|_| s.chance(0.6)).collect();
+    o.consumers = 0;
+    o.group_members = s.range_u64(2, 4) as u32;
+    o.sends_per_producer = s.range_u64(10, 60) as u32;
+    o.send_pause_ms = s.range_u64(50, 400);
+    o.safety_ms = s.range_u64(8_000, 20_000);
+    o.buggify = s.chance(0.5);
+    o.latency_ms = (1, s.range_u64(2, 10));
+    o.member_leave_p = s.rate(0.5, 0.05);
+    o.member_crash_p = s.rate(0.5, 0.05);
+    o.member_pause_p = s.rate(0.5, 0.04);
+    o.stale_commit_p = 0.2 + s.rate(0.0, 0.8);
+    o.crash_p = s.rate(0.5, 0.2);
+    o.pause_p = s.rate(0.6, 0.1);
+    o.partition_p = s.rate(0.6, 0.2);
+    o.packet_loss = s.rate(0.7, 0.02);
+    o.chaos = ChaosConfig {
+        short_read: s.rate(0.5, 0.3),
+        short_write: s.rate(0.5, 0.3),
+        reset_after_flush: s.rate(0.6, 0.03),
+        connect_refused: s.rate(0.6, 0.05),
+    };
+    o.disk = DiskFaults {
+        crash_torn: s.rate(0.5, 0.5),
+        crash_reorder: s.rate(0.5, 0.5),
+        ..DiskFaults::NONE
     };
     o
 }

@@ -221,7 +221,8 @@ async fn supervise(run: Run) -> (History, u64, Coverage) {
     };
     let mut client_ids = Vec::new();
     let mut tasks = Vec::new();
-    let actors = (run.opts.producers + run.opts.consumers).min(CLIENT_NODES_MAX - 1);
+    let actors = (run.opts.producers + run.opts.consumers + run.opts.group_members)
+        .min(CLIENT_NODES_MAX - 1);
     for i in 0..actors {
         let node = h
             .create_node()
@@ -230,8 +231,11 @@ async fn supervise(run: Run) -> (History, u64, Coverage) {
             .build();
         client_ids.push(node.id());
         let wl = wl.clone();
-        let task = if i < run.opts.producers {
+        let (producers, consumers) = (run.opts.producers, run.opts.consumers);
+        let task = if i < producers {
             node.spawn(async move { workload::producer(wl, i).await })
+        } else if i >= producers + consumers {
+            node.spawn(async move { crate::groups::member(wl, i - producers - consumers).await })
         } else {
             node.spawn(async move { workload::consumer(wl, i - run.opts.producers).await })
         };

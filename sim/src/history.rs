@@ -9,6 +9,9 @@ use std::ops::Range;
 
 /// Operations kept per run; the workload stops invoking past it.
 pub const HISTORY_OPS_MAX: usize = 100_000;
+/// `Call::Poll` consumer ids of group members start here (one id per member and join), so the
+/// group checks can tell them from plain consumers.
+pub const GROUP_CONSUMER_BASE: u32 = 1_000_000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Call {
@@ -34,6 +37,27 @@ pub enum Call {
         partition: i32,
         from_offset: i64,
     },
+    /// Group member `member` joins (JoinGroup, two-step if asked, then SyncGroup).
+    GroupJoin { member: u32 },
+    /// Heartbeat of `member_id` at `generation`.
+    GroupHeartbeat {
+        member: u32,
+        member_id: String,
+        generation: i32,
+    },
+    /// OffsetCommit of (partition, next offset) sent with `generation`, while the member's own
+    /// latest generation was `known_generation` (older `generation` = a deliberately stale one).
+    GroupCommit {
+        member: u32,
+        member_id: String,
+        generation: i32,
+        known_generation: i32,
+        offsets: Vec<(i32, i64)>,
+    },
+    /// OffsetFetch of `partitions` for the group.
+    GroupFetch { member: u32, partitions: Vec<i32> },
+    /// LeaveGroup of `member_id`.
+    GroupLeave { member: u32, member_id: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +72,20 @@ pub enum Outcome {
         records: Vec<(i64, String)>,
         high_watermark: i64,
         log_end_offset: Option<i64>,
+    },
+    /// Join + sync done: this member's id, generation and assigned partitions.
+    Joined {
+        member_id: String,
+        generation: i32,
+        partitions: Vec<i32>,
+    },
+    /// A group op (heartbeat, commit, leave) succeeded.
+    GroupOk,
+    /// OffsetFetch answered (partition, committed offset; -1 = none).
+    Offsets(Vec<(i32, i64)>),
+    /// The coordinator refused a group op with `code` (definite: nothing applied).
+    GroupRefused {
+        code: i16,
     },
     /// Definite failure: the op certainly had no effect.
     Fail(String),
@@ -203,5 +241,81 @@ pub mod build {
         h.final_log.complete = true;
         h.liveness_converged = true;
         h.fsync_policy = true;
+    }
+
+    pub fn join(h: &mut History, member: u32, member_id: &str, generation: i32, parts: &[i32]) {
+        let id = h
+            .invoke(member, 0, Call::GroupJoin { member })
+            .expect("room");
+        let outcome = Outcome::Joined {
+            member_id: member_id.to_string(),
+            generation,
+            partitions: parts.to_vec(),
+        };
+        h.complete(id, 1, outcome);
+    }
+
+    pub fn commit(
+        h: &mut History,
+        member: u32,
+        member_id: &str,
+        (generation, known_generation): (i32, i32),
+        offsets: &[(i32, i64)],
+        outcome: Outcome,
+    ) {
+        let call = Call::GroupCommit {
+            member,
+            member_id: member_id.to_string(),
+            generation,
+            known_generation,
+            offsets: offsets.to_vec(),
+        };
+        let id = h.invoke(member, 0, call).expect("room");
+        h.complete(id, 1, outcome);
+    }
+
+    pub fn heartbeat(h: &mut History, member: u32, member_id: &str, gen: i32, outcome: Outcome) {
+        let call = Call::GroupHeartbeat {
+            member,
+            member_id: member_id.to_string(),
+            generation: gen,
+        };
+        let id = h.invoke(member, 0, call).expect("room");
+        h.complete(id, 1, outcome);
+    }
+
+    pub fn fetch_offsets(h: &mut History, member: u32, offsets: &[(i32, i64)]) {
+        let partitions = offsets.iter().map(|(p, _)| *p).collect();
+        let id = h
+            .invoke(member, 0, Call::GroupFetch { member, partitions })
+            .expect("room");
+        h.complete(id, 1, Outcome::Offsets(offsets.to_vec()));
+    }
+
+    /// A group member's poll of `partition` (consumer id `GROUP_CONSUMER_BASE + consumer`).
+    pub fn group_poll(
+        h: &mut History,
+        consumer: u32,
+        partition: i32,
+        from: i64,
+        records: &[(i64, &str)],
+    ) {
+        let call = Call::Poll {
+            consumer: GROUP_CONSUMER_BASE + consumer,
+            partition,
+            from_offset: from,
+        };
+        let id = h.invoke(consumer, 0, call).expect("room");
+        let records = records.iter().map(|(o, v)| (*o, v.to_string())).collect();
+        let hw = from + 1_000;
+        h.complete(
+            id,
+            1,
+            Outcome::Polled {
+                records,
+                high_watermark: hw,
+                log_end_offset: None,
+            },
+        );
     }
 }

@@ -30,6 +30,7 @@ pub const MUTANTS: &[&str] = &[
     "recovery_truncate_short",
     "idempotence_window_one",
     "nondeterminism_canary",
+    "group_accept_stale_commit",
 ];
 
 #[derive(Debug, Default, Clone, Copy)]

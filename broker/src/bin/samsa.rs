@@ -1,5 +1,6 @@
 //! The `samsa` command-line entry point: `samsa broker` runs one node on real files, sockets and
-//! the system clock until SIGINT/SIGTERM, then shuts down cleanly.
+//! the system clock until SIGINT/SIGTERM, then shuts down cleanly; `samsa groups` lists,
+//! describes and resets consumer groups through the client.
 //! The one place allowed to draw a seed from outside (OS entropy): a production run need not
 //! replay. Never compiled into simulation logic: under `--cfg madsim` it only explains itself.
 
@@ -7,6 +8,10 @@
 fn main() {
     eprintln!("samsa: this is a simulation build; use samsa-sim");
 }
+
+#[cfg(not(madsim))]
+#[path = "../cli_groups.rs"]
+mod cli_groups;
 
 #[cfg(not(madsim))]
 fn main() -> std::process::ExitCode {
@@ -37,6 +42,8 @@ mod real {
         /// Run a broker node (combined mode: it is its own metadata voter). Flags override the
         /// config file, which overrides the embedded defaults.
         Broker(BrokerArgs),
+        /// Consumer groups: list, describe (offsets and lag), reset-offsets.
+        Groups(crate::cli_groups::GroupsArgs),
     }
 
     #[derive(Args, Debug)]
@@ -196,9 +203,32 @@ mod real {
         }
     }
 
+    fn groups(args: crate::cli_groups::GroupsArgs) -> ExitCode {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("samsa: cannot start the runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match runtime.block_on(crate::cli_groups::run(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("samsa groups: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
     pub fn main() -> ExitCode {
         let cli = Cli::parse();
-        let Command::Broker(args) = cli.command;
+        let args = match cli.command {
+            Command::Broker(args) => args,
+            Command::Groups(args) => return groups(args),
+        };
         let runtime = match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()

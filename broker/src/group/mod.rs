@@ -374,6 +374,8 @@ pub struct Coordinator {
     /// Distinguishes member ids across restarts (the clock reading at start, from the shell).
     boot_stamp: u64,
     next_member: u64,
+    /// Planted bugs (simulation builds only; inert everywhere else).
+    hooks: samsa_net::Hooks,
 }
 
 fn valid_id(s: &str) -> bool {
@@ -392,7 +394,13 @@ impl Coordinator {
             consumer: BTreeMap::new(),
             boot_stamp,
             next_member: 0,
+            hooks: samsa_net::Hooks::default(),
         }
+    }
+
+    /// Installs the node's hooks (the simulator's planted bugs).
+    pub fn set_hooks(&mut self, hooks: samsa_net::Hooks) {
+        self.hooks = hooks;
     }
 
     pub fn group(&self, id: &str) -> Option<&Group> {
@@ -1119,7 +1127,7 @@ impl Coordinator {
                 self.consumer_commit_error(&group_id, member_id, generation)
             }
             None => Some(code::ILLEGAL_GENERATION),
-            Some(g) => commit_error(g, generation, member_id, instance_id),
+            Some(g) => commit_error(g, generation, member_id, instance_id, &self.hooks),
         };
         if let Some(c) = error {
             reply(effects, request, Reply::Offsets(c));
@@ -1254,6 +1262,7 @@ fn commit_error(
     generation: i32,
     member_id: &str,
     instance_id: Option<&str>,
+    hooks: &samsa_net::Hooks,
 ) -> Option<i16> {
     if g.state == State::Dead {
         return Some(code::COORDINATOR_NOT_AVAILABLE);
@@ -1272,7 +1281,7 @@ fn commit_error(
     if !g.members.contains_key(member_id) {
         return Some(code::UNKNOWN_MEMBER_ID);
     }
-    if generation != g.generation {
+    if generation != g.generation && !hooks.mutant("group_accept_stale_commit") {
         return Some(code::ILLEGAL_GENERATION);
     }
     None

@@ -66,6 +66,11 @@ impl Groups {
         }
     }
 
+    /// Installs the node's hooks in the core (the simulator's planted bugs).
+    pub fn set_hooks(&self, hooks: samsa_net::Hooks) {
+        self.lock().core.set_hooks(hooks);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding the lock is a broken invariant that already surfaced.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())

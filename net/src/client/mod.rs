@@ -13,6 +13,7 @@
 
 mod admin;
 mod consumer;
+mod group;
 mod producer;
 mod session;
 #[cfg(test)]
@@ -34,6 +35,10 @@ use crate::records::RecordsError;
 
 pub use admin::{Admin, BrokerInfo, Metadata, PartitionInfo, TopicInfo};
 pub use consumer::{Consumer, FetchOk, ListOffsetsOk};
+pub use group::{
+    decode_assignment, group_error_is_definite, range_assign, Assignment, GroupConfig,
+    GroupDescription, GroupMember, ListedGroup, MemberDescription, GROUP_DEFINITE_CODES,
+};
 pub use producer::{ProduceOk, Producer, ProducerConfig};
 pub(crate) use session::Session;
 
@@ -57,6 +62,16 @@ pub const CLIENT_VERSIONS: &[(i16, i16, i16)] = &[
     (ApiKey::CreateTopics as i16, 2, 7),
     (ApiKey::DeleteTopics as i16, 1, 6),
     (ApiKey::InitProducerId as i16, 0, 4),
+    // Group APIs (`group.rs`): capped where a later version changes the shape it fills in.
+    (ApiKey::FindCoordinator as i16, 0, 3),
+    (ApiKey::JoinGroup as i16, 4, 7),
+    (ApiKey::SyncGroup as i16, 0, 4),
+    (ApiKey::Heartbeat as i16, 0, 4),
+    (ApiKey::LeaveGroup as i16, 0, 2),
+    (ApiKey::OffsetCommit as i16, 2, 7),
+    (ApiKey::OffsetFetch as i16, 1, 7),
+    (ApiKey::ListGroups as i16, 0, 4),
+    (ApiKey::DescribeGroups as i16, 0, 5),
 ];
 
 /// Broker error codes after which the request was certainly not applied (NOT_ENOUGH_REPLICAS is

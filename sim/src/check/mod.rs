@@ -5,6 +5,10 @@
 use crate::history::History;
 
 pub mod acked_durable;
+pub mod group_commits_monotonic;
+pub mod group_no_gap;
+pub mod group_single_owner;
+pub mod group_stale_commit_rejected;
 pub mod hw_bounded;
 pub mod idempotent_retry;
 pub mod liveness;
@@ -34,6 +38,13 @@ pub const ALL: &[(&str, CheckFn)] = &[
     ("idempotent_retry", idempotent_retry::check),
     ("no_corruption_reported", no_corruption_reported::check),
     ("liveness", liveness::check),
+    ("group_single_owner", group_single_owner::check),
+    ("group_commits_monotonic", group_commits_monotonic::check),
+    (
+        "group_stale_commit_rejected",
+        group_stale_commit_rejected::check,
+    ),
+    ("group_no_gap", group_no_gap::check),
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq)]

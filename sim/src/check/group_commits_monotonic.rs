@@ -1,0 +1,133 @@
+//! Check `group_commits_monotonic`: the committed offset of each partition, as seen by
+//! acknowledged commits and by OffsetFetch answers, never goes backwards (this workload never
+//! resets offsets). A fetch may lag an ambiguous commit but never an acknowledged one, except
+//! that an ambiguous commit may land late (its request was still in flight): a fetch may then
+//! see exactly the offset such a commit carried. Never judges failed or ambiguous commits by
+//! themselves.
+
+use std::collections::BTreeMap;
+
+use crate::history::{Call, History, Outcome};
+
+pub fn check(h: &History) -> Result<(), String> {
+    // Observations in completion order: (complete time, op id, partition, offset, what).
+    let mut seen: Vec<(u64, u64, i32, i64, &str)> = Vec::new();
+    // (partition, offset) -> earliest invoke time of an ambiguous commit carrying it.
+    let mut in_doubt: BTreeMap<(i32, i64), u64> = BTreeMap::new();
+    for op in &h.ops {
+        if let (Call::GroupCommit { offsets, .. }, Outcome::Info(_) | Outcome::Pending) =
+            (&op.call, &op.outcome)
+        {
+            for (p, o) in offsets {
+                let t = in_doubt.entry((*p, *o)).or_insert(op.invoke_ms);
+                *t = (*t).min(op.invoke_ms);
+            }
+        }
+        let Some(done) = op.complete_ms else { continue };
+        match (&op.call, &op.outcome) {
+            (Call::GroupCommit { offsets, .. }, Outcome::GroupOk) => {
+                seen.extend(
+                    offsets
+                        .iter()
+                        .map(|(p, o)| (done, op.id, *p, *o, "commit ack")),
+                );
+            }
+            (Call::GroupFetch { .. }, Outcome::Offsets(offsets)) => {
+                seen.extend(
+                    offsets
+                        .iter()
+                        .map(|(p, o)| (done, op.id, *p, *o, "offset fetch")),
+                );
+            }
+            _ => {}
+        }
+    }
+    // Ops of different processes complete in any order; only an observation that *started*
+    // after another completed must not see less. Use each op's invoke time for that.
+    let invoked: BTreeMap<u64, u64> = h.ops.iter().map(|op| (op.id, op.invoke_ms)).collect();
+    seen.sort();
+    // partition -> (highest offset seen, completion time, op id, what)
+    let mut high: BTreeMap<i32, Vec<(u64, i64, u64, &str)>> = BTreeMap::new();
+    for (done, id, p, offset, what) in seen {
+        let start = invoked.get(&id).copied().unwrap_or(done);
+        if let Some(list) = high.get(&p) {
+            // Every observation completed strictly before this op was invoked bounds it below.
+            let floor = list
+                .iter()
+                .filter(|(t, ..)| *t < start)
+                .max_by_key(|(_, o, ..)| *o);
+            if let Some((_, o, other, other_what)) = floor {
+                let late = in_doubt.get(&(p, offset)).is_some_and(|t| *t <= done);
+                if offset < *o && !late {
+                    return Err(format!(
+                        "partition {p}: {what} op {id} saw committed offset {offset} after \
+                         {other_what} op {other} saw {o}"
+                    ));
+                }
+            }
+        }
+        high.entry(p).or_default().push((done, offset, id, what));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::build::*;
+    use crate::history::{Op, Outcome};
+
+    fn at(h: &mut History, invoke: u64, done: u64) {
+        let op: &mut Op = h.ops.last_mut().expect("an op");
+        op.invoke_ms = invoke;
+        op.complete_ms = Some(done);
+    }
+
+    #[test]
+    fn a_fetch_below_an_acked_commit_fails() {
+        let mut h = History::default();
+        commit(&mut h, 1, "m1", (2, 2), &[(0, 10)], Outcome::GroupOk);
+        at(&mut h, 0, 5);
+        fetch_offsets(&mut h, 2, &[(0, 7)]);
+        at(&mut h, 10, 12);
+        let e = check(&h).expect_err("regressed");
+        assert!(e.contains("partition 0"), "{e}");
+    }
+
+    #[test]
+    fn rising_commits_and_concurrent_fetches_pass() {
+        let mut h = History::default();
+        commit(&mut h, 1, "m1", (2, 2), &[(0, 10)], Outcome::GroupOk);
+        at(&mut h, 0, 5);
+        // Concurrent with the commit: may see the old value.
+        fetch_offsets(&mut h, 2, &[(0, 4)]);
+        at(&mut h, 1, 6);
+        // A refused commit of a lower offset is not an observation.
+        commit(
+            &mut h,
+            3,
+            "m3",
+            (1, 2),
+            &[(0, 3)],
+            Outcome::GroupRefused { code: 22 },
+        );
+        at(&mut h, 7, 8);
+        fetch_offsets(&mut h, 2, &[(0, 10)]);
+        at(&mut h, 9, 10);
+        commit(&mut h, 2, "m2", (3, 3), &[(0, 12)], Outcome::GroupOk);
+        at(&mut h, 11, 12);
+        // An ambiguous commit of 11 that lands late may be seen after 12 was acknowledged.
+        commit(
+            &mut h,
+            2,
+            "m2",
+            (3, 3),
+            &[(0, 11)],
+            Outcome::Info("timeout".into()),
+        );
+        at(&mut h, 9, 11);
+        fetch_offsets(&mut h, 2, &[(0, 11)]);
+        at(&mut h, 13, 14);
+        assert_eq!(check(&h), Ok(()));
+    }
+}
