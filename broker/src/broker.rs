@@ -258,8 +258,8 @@ impl<D: Disk, C: Clock> Broker<D, C> {
         Ok(())
     }
 
-    /// Background tasks: the interval flusher and the retention timer. They end when `stop`
-    /// turns true.
+    /// Background tasks: the interval flusher, the retention timer, the log cleaner and the
+    /// group tick. They end when `stop` turns true.
     pub fn spawn_background(self: &Arc<Self>, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
         let mut tasks = Vec::new();
         let broker = self.clone();
@@ -296,6 +296,7 @@ impl<D: Disk, C: Clock> Broker<D, C> {
                 }
             }
         }));
+        tasks.push(crate::cleaner::spawn(self.clone(), stop_b_group.clone()));
         tasks.push(crate::group::shell::spawn_tick(self.clone(), stop_b_group));
         tasks
     }

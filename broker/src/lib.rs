@@ -3,6 +3,7 @@
 //! Never reads a clock or randomness except through the `Clock` and seed it is handed.
 
 pub mod broker;
+pub mod cleaner;
 pub mod config;
 pub mod group;
 pub mod group_commit;

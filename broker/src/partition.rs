@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use bytes::{Bytes, BytesMut};
 use samsa_net::error::code;
 use samsa_net::Hooks;
+use samsa_storage::log::cleaner::{CleanOptions, CleanStats, DirtyInfo};
 use samsa_storage::{execute_flush, Disk, LogConfig, LogError, PartitionLog, TimestampType};
 use tokio::sync::{oneshot, Notify};
 use uuid::Uuid;
@@ -331,14 +332,42 @@ impl<D: Disk> Partition<D> {
         self.run_effects(effects);
     }
 
-    /// Deletes whole old segments past `retention.ms` / `retention.bytes`.
+    /// Deletes whole old segments past `retention.ms` / `retention.bytes` (only when
+    /// `cleanup.policy` contains `delete`: a compact-only topic keeps every key's latest value).
     pub async fn enforce_retention(&self, now_ms: i64) {
+        if !self.config().delete {
+            return;
+        }
         let result = self.log.lock().await.apply_retention(now_ms).await;
         match result {
             Ok(0) => {}
             Ok(n) => tracing::info!(dir = %self.dir, segments = n, "retention deleted segments"),
             Err(e) => tracing::warn!(dir = %self.dir, "retention failed: {e}"),
         }
+    }
+
+    /// Cleaner progress of the log (see `samsa_storage::log::cleaner`).
+    pub async fn dirty_info(&self, now_ms: i64) -> Result<DirtyInfo, LogError> {
+        let lag = self.config().min_compaction_lag_ms;
+        self.log.lock().await.dirty_info(now_ms, lag).await
+    }
+
+    /// One cleaning pass over the log in steps: the (bounded) key map, then one segment at a
+    /// time, releasing the log and yielding in between so produce and fetch go on.
+    pub async fn clean(&self, options: &CleanOptions) -> Result<CleanStats, LogError> {
+        let Some(mut plan) = self.log.lock().await.clean_plan(options).await? else {
+            return Ok(CleanStats::default());
+        };
+        for base in plan.targets.clone() {
+            tokio::task::yield_now().await;
+            self.log
+                .lock()
+                .await
+                .clean_segment(&mut plan, base, options)
+                .await?;
+        }
+        tokio::task::yield_now().await;
+        self.log.lock().await.clean_finish(plan).await
     }
 
     /// Whole stored batches from `offset`, below the high watermark, up to `max_bytes`; the

@@ -54,7 +54,41 @@ pub struct TopicConfig {
     pub log_append_time: bool,
     /// True when `cleanup.policy` contains `compact` (records need keys).
     pub compact: bool,
+    /// True when `cleanup.policy` contains `delete` (time / size retention applies).
+    pub delete: bool,
     pub max_message_bytes: i64,
+    /// `min.cleanable.dirty.ratio` in millionths (0..=1_000_000).
+    pub min_cleanable_dirty_ratio_ppm: i64,
+    pub min_compaction_lag_ms: i64,
+    pub max_compaction_lag_ms: i64,
+    pub delete_retention_ms: i64,
+}
+
+impl TopicConfig {
+    /// `min.cleanable.dirty.ratio` as a fraction.
+    pub fn min_cleanable_dirty_ratio(&self) -> f64 {
+        self.min_cleanable_dirty_ratio_ppm as f64 / RATIO_PPM as f64
+    }
+}
+
+/// Millionths in 1 (`min.cleanable.dirty.ratio` is kept as an integer so configs stay `Eq`).
+pub const RATIO_PPM: i64 = 1_000_000;
+
+/// Kafka's defaults for the cleaner configs, used when the node config names none.
+pub const CLEANER_DEFAULTS: &[(&str, &str)] = &[
+    ("delete.retention.ms", "86400000"),
+    ("max.compaction.lag.ms", "9223372036854775807"),
+    ("min.cleanable.dirty.ratio", "0.5"),
+    ("min.compaction.lag.ms", "0"),
+];
+
+/// Parses a ratio in [0, 1] (a decimal like `0.5`) into millionths.
+pub fn parse_ratio_ppm(value: &str) -> Option<i64> {
+    let v: f64 = value.trim().parse().ok()?;
+    if !(0.0..=1.0).contains(&v) {
+        return None;
+    }
+    Some((v * RATIO_PPM as f64).round() as i64)
 }
 
 /// The smallest segment size accepted (Kafka's floor is 14 bytes; ours leaves room for a batch).
@@ -82,10 +116,14 @@ impl std::error::Error for ConfigError {}
 pub const TOPIC_CONFIG_NAMES: &[&str] = &[
     "cleanup.policy",
     "compression.type",
+    "delete.retention.ms",
     "flush.interval.ms",
     "flush.policy",
+    "max.compaction.lag.ms",
     "max.message.bytes",
     "message.timestamp.type",
+    "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms",
     "min.insync.replicas",
     "retention.bytes",
     "retention.ms",
@@ -100,7 +138,12 @@ pub struct TopicDefaults {
 }
 
 impl TopicDefaults {
-    pub fn new(values: BTreeMap<String, String>) -> Result<TopicDefaults, ConfigError> {
+    pub fn new(mut values: BTreeMap<String, String>) -> Result<TopicDefaults, ConfigError> {
+        for (name, value) in CLEANER_DEFAULTS {
+            values
+                .entry(name.to_string())
+                .or_insert_with(|| value.to_string());
+        }
         for name in TOPIC_CONFIG_NAMES {
             let Some(value) = values.get(*name) else {
                 return Err(ConfigError(format!("no default for topic config {name}")));
@@ -145,7 +188,15 @@ impl TopicDefaults {
             compact: get("cleanup.policy")
                 .split(',')
                 .any(|p| p.trim() == "compact"),
+            delete: get("cleanup.policy")
+                .split(',')
+                .any(|p| p.trim() == "delete"),
             max_message_bytes: int("max.message.bytes"),
+            min_cleanable_dirty_ratio_ppm: parse_ratio_ppm(get("min.cleanable.dirty.ratio"))
+                .unwrap_or(RATIO_PPM / 2),
+            min_compaction_lag_ms: int("min.compaction.lag.ms").max(0),
+            max_compaction_lag_ms: get("max.compaction.lag.ms").parse().unwrap_or(i64::MAX),
+            delete_retention_ms: int("delete.retention.ms").max(0),
         }
     }
 }
@@ -185,6 +236,15 @@ pub fn validate_entry(name: &str, value: &str) -> Result<(), ConfigError> {
         "flush.interval.ms" => int_in(name, value, 1, i64::MAX),
         "max.message.bytes" => int_in(name, value, 0, i32::MAX as i64),
         "min.insync.replicas" => int_in(name, value, 1, 1),
+        "delete.retention.ms" | "min.compaction.lag.ms" => int_in(name, value, 0, i64::MAX),
+        "max.compaction.lag.ms" => int_in(name, value, 1, i64::MAX),
+        "min.cleanable.dirty.ratio" => match parse_ratio_ppm(value) {
+            Some(_) => Ok(()),
+            None => Err(ConfigError(format!(
+                "invalid value {value:?} for min.cleanable.dirty.ratio: expected a number in \
+                 [0, 1]"
+            ))),
+        },
         "flush.policy" => match FlushPolicy::parse(value) {
             Some(_) => Ok(()),
             None => Err(ConfigError(format!(
@@ -287,5 +347,31 @@ mod tests {
         assert!(validate_entry("no.such.config", "1").is_err());
         assert!(validate_entry("cleanup.policy", "compact,delete").is_ok());
         assert!(validate_entry("cleanup.policy", "").is_err());
+        assert!(validate_entry("min.cleanable.dirty.ratio", "0.01").is_ok());
+        assert!(validate_entry("min.cleanable.dirty.ratio", "1.5").is_err());
+        assert!(validate_entry("min.cleanable.dirty.ratio", "x").is_err());
+        assert!(validate_entry("delete.retention.ms", "-1").is_err());
+        assert!(validate_entry("max.compaction.lag.ms", "0").is_err());
+    }
+
+    #[test]
+    fn cleaner_configs_default_to_kafkas_and_resolve() {
+        let d = defaults();
+        let c = d.resolve(&BTreeMap::new());
+        assert_eq!(c.min_cleanable_dirty_ratio_ppm, 500_000);
+        assert_eq!(c.delete_retention_ms, 86_400_000);
+        assert_eq!(
+            (c.min_compaction_lag_ms, c.max_compaction_lag_ms),
+            (0, i64::MAX)
+        );
+        assert!(c.delete && !c.compact);
+        let o = BTreeMap::from([
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            ("min.cleanable.dirty.ratio".to_string(), "0.01".to_string()),
+        ]);
+        let c = d.resolve(&o);
+        assert!(c.compact && !c.delete);
+        assert_eq!(c.min_cleanable_dirty_ratio_ppm, 10_000);
+        assert!((c.min_cleanable_dirty_ratio() - 0.01).abs() < 1e-9);
     }
 }

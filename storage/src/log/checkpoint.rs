@@ -13,6 +13,8 @@ pub const CHECKPOINT_BYTES: usize = 16;
 
 pub const LOG_START_CHECKPOINT: &str = "log-start-offset.checkpoint";
 pub const RECOVERY_POINT_CHECKPOINT: &str = "recovery-point.checkpoint";
+/// The cleaner's first dirty offset (everything below it was cleaned at least once).
+pub const CLEANER_CHECKPOINT: &str = "cleaner-offset.checkpoint";
 
 pub fn encode(value: i64) -> [u8; CHECKPOINT_BYTES] {
     let mut out = [0u8; CHECKPOINT_BYTES];

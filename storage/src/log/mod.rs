@@ -15,6 +15,7 @@
 
 pub mod batch_view;
 pub mod checkpoint;
+pub mod cleaner;
 pub mod index;
 pub mod producer_state;
 mod recovery;
@@ -196,6 +197,16 @@ pub struct CorruptRange {
 struct PendingSync<F> {
     file: F,
     up_to_offset: i64,
+}
+
+/// What one segment yielded for a read.
+enum SegmentRead {
+    /// Whole batches and the offset after the last.
+    Found(Bytes, i64),
+    /// Nothing readable below the limit.
+    Nothing,
+    /// A cleaned segment with no batch at or after the offset: go on to the next segment.
+    CleanedAway,
 }
 
 /// One partition's log on a `Disk`.
@@ -638,6 +649,7 @@ impl<D: Disk> PartitionLog<D> {
                 });
             }
         }
+        let mut from = offset;
         for seg in self
             .segments
             .range(..=offset)
@@ -646,7 +658,7 @@ impl<D: Disk> PartitionLog<D> {
             .map(|(_, s)| s)
             .chain(self.segments.range(offset + 1..).map(|(_, s)| s))
         {
-            if seg.next_offset <= offset {
+            if seg.next_offset <= from {
                 continue;
             }
             if seg.base_offset >= limit {
@@ -654,14 +666,20 @@ impl<D: Disk> PartitionLog<D> {
             }
             // The segment holding `offset` decides: nothing readable there (its batch is past
             // the limit) means nothing readable at all. Moving on to a later segment would hand
-            // out later offsets as if this one did not exist.
-            return match self.read_segment(seg, offset, max_bytes, limit).await? {
-                Some(found) => Ok(ReadResult {
-                    bytes: found.0,
-                    next_offset: found.1,
+            // out later offsets as if this one did not exist. Only a cleaned segment whose
+            // remaining batches all lie below `offset` (the cleaner removed the rest) passes the
+            // read on to the next segment.
+            return match self.read_segment(seg, from, max_bytes, limit).await? {
+                SegmentRead::Found(bytes, next_offset) => Ok(ReadResult {
+                    bytes,
+                    next_offset,
                     ..empty
                 }),
-                None => Ok(empty),
+                SegmentRead::Nothing => Ok(empty),
+                SegmentRead::CleanedAway => {
+                    from = seg.next_offset;
+                    continue;
+                }
             };
         }
         Ok(empty)
@@ -673,7 +691,7 @@ impl<D: Disk> PartitionLog<D> {
         offset: i64,
         max_bytes: usize,
         limit: i64,
-    ) -> Result<Option<(Bytes, i64)>, LogError> {
+    ) -> Result<SegmentRead, LogError> {
         let corrupt = |position| LogError::Corrupt {
             segment: seg.base_offset,
             position,
@@ -684,8 +702,9 @@ impl<D: Disk> PartitionLog<D> {
             match cursor.next(position, false).await? {
                 // The segment claims `offset` (its next offset is past it) but its bytes end
                 // first: damaged index or file. An error, never a silent skip to later offsets.
+                Scanned::End if seg.cleaned => return Ok(SegmentRead::CleanedAway),
                 Scanned::End if seg.next_offset > offset => return Err(corrupt(position)),
-                Scanned::End => return Ok(None),
+                Scanned::End => return Ok(SegmentRead::Nothing),
                 Scanned::Bad { position, .. } => return Err(corrupt(position)),
                 Scanned::Batch { hdr, .. } if hdr.last_offset() < offset => {
                     position += hdr.total_bytes as u64;
@@ -693,11 +712,12 @@ impl<D: Disk> PartitionLog<D> {
                 Scanned::Batch { hdr, .. } => break hdr,
             }
         };
-        // Offsets are contiguous (nothing is compacted yet), so the first batch must hold
-        // `offset` (or start the segment). The CRC does not cover the base offset: a flip there
-        // would otherwise make a batch claim other offsets and a reader skip records silently.
+        // Offsets are contiguous outside cleaned segments, so the first batch must hold
+        // `offset` (or start the segment); in a cleaned one it may start after a gap. The CRC
+        // does not cover the base offset: a flip there would otherwise make a batch claim other
+        // offsets and a reader skip records silently.
         let expected_start = offset.max(seg.base_offset);
-        let impossible = first.base_offset > expected_start
+        let impossible = (first.base_offset > expected_start && !seg.cleaned)
             || first.base_offset < seg.base_offset
             || first.last_offset() >= seg.next_offset;
         if impossible {
@@ -709,7 +729,7 @@ impl<D: Disk> PartitionLog<D> {
             return Err(corrupt(position));
         }
         if first.last_offset() >= limit {
-            return Ok(None);
+            return Ok(SegmentRead::Nothing);
         }
         let available = (seg.size_bytes - position) as usize;
         let want = max_bytes.min(available).max(first.total_bytes);
@@ -738,7 +758,12 @@ impl<D: Disk> PartitionLog<D> {
             } else {
                 next_offset
             };
-            if hdr.base_offset != expected || (!skip_crc && !batch_view::crc_ok(&buf[used..end])) {
+            let out_of_order = if seg.cleaned {
+                hdr.base_offset < expected
+            } else {
+                hdr.base_offset != expected
+            };
+            if out_of_order || (!skip_crc && !batch_view::crc_ok(&buf[used..end])) {
                 tracing::error!(
                     dir = %self.dir, segment = seg.base_offset, position = position + used as u64,
                     "stored batch failed verification on read"
@@ -752,7 +777,7 @@ impl<D: Disk> PartitionLog<D> {
             return Err(corrupt(position));
         }
         buf.truncate(used);
-        Ok(Some((buf.freeze(), next_offset)))
+        Ok(SegmentRead::Found(buf.freeze(), next_offset))
     }
 
     fn out_of_range(&self, offset: i64) -> LogError {
@@ -899,6 +924,7 @@ impl<D: Disk> PartitionLog<D> {
             segment::INDEX_EXT,
             segment::TIME_INDEX_EXT,
             segment::SNAPSHOT_EXT,
+            segment::CLEANED_MARKER_EXT,
         ] {
             let name = self.path(&segment::file_name(base, ext));
             self.pending_sync.remove(&name);
@@ -976,6 +1002,7 @@ impl<D: Disk> PartitionLog<D> {
             interval,
             recovery::ScanMode::Tail,
             false,
+            self.segments[&seg_base].cleaned,
         )
         .await?;
         self.segments.insert(seg_base, rebuilt);

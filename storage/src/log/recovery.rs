@@ -57,6 +57,8 @@ pub struct Damage {
 }
 
 /// Reads a segment file batch by batch from the start, rebuilding its in-memory state.
+/// `cleaned`: the segment was rewritten by the cleaner, so offset gaps between batches are legal.
+#[allow(clippy::too_many_arguments)]
 pub async fn scan<D: Disk>(
     disk: &D,
     file: &D::File,
@@ -65,8 +67,14 @@ pub async fn scan<D: Disk>(
     interval: u64,
     mode: ScanMode,
     keep_garbage: bool,
+    cleaned: bool,
 ) -> Result<(Segment<D::File>, Option<Damage>), DiskError> {
     let mut seg = Segment::new(base, file.clone());
+    seg.cleaned = cleaned;
+    // Offsets are contiguous, except in a cleaned segment (batches in order, gaps allowed).
+    let fits = |hdr: &batch_view::Hdr, next: i64| {
+        hdr.base_offset == next || (cleaned && hdr.base_offset > next)
+    };
     let mut cursor = BatchCursor::new(disk, file, len, SCAN_CHUNK_BYTES);
     let mut position = 0u64;
     loop {
@@ -76,7 +84,7 @@ pub async fn scan<D: Disk>(
         for _ in 0..REREADS_ON_MISMATCH {
             let good = match &step {
                 Scanned::End => true,
-                Scanned::Batch { hdr, crc_ok, .. } => *crc_ok && hdr.base_offset == seg.next_offset,
+                Scanned::Batch { hdr, crc_ok, .. } => *crc_ok && fits(hdr, seg.next_offset),
                 Scanned::Bad { .. } => false,
             };
             if good {
@@ -89,7 +97,7 @@ pub async fn scan<D: Disk>(
             Scanned::End => return Ok((seg, None)),
             Scanned::Batch {
                 hdr, crc_ok: true, ..
-            } if hdr.base_offset == seg.next_offset => {
+            } if fits(&hdr, seg.next_offset) => {
                 seg.on_batch(position, &hdr, interval, hdr.max_timestamp);
                 position += hdr.total_bytes as u64;
                 continue;
@@ -97,7 +105,7 @@ pub async fn scan<D: Disk>(
             Scanned::Batch { hdr, .. } => (Some(hdr), true),
             Scanned::Bad { hdr, .. } => (hdr, false),
         };
-        let plausible = hdr.filter(|h| whole && h.base_offset == seg.next_offset);
+        let plausible = hdr.filter(|h| whole && fits(h, seg.next_offset));
         match mode {
             ScanMode::Sealed => {
                 if let Some(h) = plausible {
@@ -225,7 +233,7 @@ async fn read_small<D: Disk>(
     Ok(Some(buf))
 }
 
-async fn write_side<D: Disk>(
+pub(crate) async fn write_side<D: Disk>(
     disk: &D,
     dir: &str,
     base: i64,
@@ -254,6 +262,7 @@ pub(crate) async fn open<D: Disk>(
     let mut logs = BTreeSet::new();
     let mut side = Vec::new();
     let mut snapshots = BTreeSet::new();
+    let mut cleaned = BTreeSet::new();
     for name in disk.list(dir).await? {
         if STRAY_SUFFIXES.iter().any(|s| name.ends_with(s)) {
             remove_if_present(&disk, &format!("{dir}/{name}")).await?;
@@ -268,12 +277,27 @@ pub(crate) async fn open<D: Disk>(
             Some((base, segment::SNAPSHOT_EXT)) => {
                 snapshots.insert(base);
             }
+            Some((base, segment::CLEANED_MARKER_EXT)) => {
+                cleaned.insert(base);
+            }
+            _ if name == checkpoint::CLEANER_CHECKPOINT => {}
             _ if name == checkpoint::LOG_START_CHECKPOINT => {}
             _ if name == checkpoint::RECOVERY_POINT_CHECKPOINT => {}
             _ => tracing::warn!(dir, name, "unknown file in partition directory; left alone"),
         }
     }
     let last_log = logs.last().copied();
+    let orphan_markers: Vec<i64> = cleaned
+        .iter()
+        .copied()
+        .filter(|b| !logs.contains(b))
+        .collect();
+    for base in orphan_markers {
+        let name = segment::file_name(base, segment::CLEANED_MARKER_EXT);
+        remove_if_present(&disk, &format!("{dir}/{name}")).await?;
+        cleaned.remove(&base);
+        report.stray_files_removed += 1;
+    }
     for (base, name) in side {
         // Orphans, and the active segment's (stale: it is always rebuilt by scanning).
         if !logs.contains(&base) || Some(base) == last_log {
@@ -311,6 +335,7 @@ pub(crate) async fn open<D: Disk>(
                 segment::LOG_EXT,
                 segment::INDEX_EXT,
                 segment::TIME_INDEX_EXT,
+                segment::CLEANED_MARKER_EXT,
             ] {
                 remove_if_present(&disk, &format!("{dir}/{}", segment::file_name(base, ext)))
                     .await?;
@@ -323,13 +348,28 @@ pub(crate) async fn open<D: Disk>(
         let is_last = i + 1 == bases.len();
         if i < scan_from {
             let next_base = bases[i + 1];
-            if let Some(seg) = load_sealed(&disk, dir, base, &file, len, next_base).await? {
+            if let Some(mut seg) = load_sealed(&disk, dir, base, &file, len, next_base).await? {
+                seg.cleaned = cleaned.contains(&base);
                 segments.insert(base, seg);
                 continue;
             }
             report.segments_scanned += 1;
-            let (mut seg, _) =
-                scan(&disk, &file, base, len, interval, ScanMode::Sealed, false).await?;
+            let seg_cleaned = cleaned.contains(&base);
+            let (mut seg, _) = scan(
+                &disk,
+                &file,
+                base,
+                len,
+                interval,
+                ScanMode::Sealed,
+                false,
+                seg_cleaned,
+            )
+            .await?;
+            if seg.cleaned && seg.next_offset <= next_base {
+                // The cleaner may have removed the segment's last offsets.
+                seg.next_offset = next_base;
+            }
             if seg.next_offset != next_base {
                 tracing::error!(
                     dir,
@@ -357,8 +397,12 @@ pub(crate) async fn open<D: Disk>(
             interval,
             ScanMode::Tail,
             keep_garbage,
+            cleaned.contains(&base),
         )
         .await?;
+        if seg.cleaned && damage.is_none() && !is_last && seg.next_offset <= bases[i + 1] {
+            seg.next_offset = bases[i + 1];
+        }
         let expected_base = segments.values().next_back().map(|s| s.next_offset);
         if expected_base.is_some_and(|e| e != base) {
             // A gap: the previous segment lost its tail, so this one is unreachable.
@@ -367,6 +411,7 @@ pub(crate) async fn open<D: Disk>(
                 segment::LOG_EXT,
                 segment::INDEX_EXT,
                 segment::TIME_INDEX_EXT,
+                segment::CLEANED_MARKER_EXT,
             ] {
                 remove_if_present(&disk, &format!("{dir}/{}", segment::file_name(base, ext)))
                     .await?;

@@ -20,6 +20,8 @@ pub const LOG_EXT: &str = "log";
 pub const INDEX_EXT: &str = "index";
 pub const TIME_INDEX_EXT: &str = "timeindex";
 pub const SNAPSHOT_EXT: &str = "snapshot";
+/// Marker: the segment was rewritten by the cleaner, so its batches may leave offset gaps.
+pub const CLEANED_MARKER_EXT: &str = "compacted";
 
 pub fn file_name(base_offset: i64, ext: &str) -> String {
     format!("{base_offset:020}.{ext}")
@@ -52,6 +54,8 @@ pub struct Segment<F> {
     pub first_batch_time_ms: Option<i64>,
     /// Byte ranges known to be corrupt (found by a scan of a sealed segment).
     pub corrupt: Vec<Range<u64>>,
+    /// Rewritten by the cleaner: batches are in offset order but may leave gaps.
+    pub cleaned: bool,
     bytes_since_index: u64,
     bytes_since_time_index: u64,
 }
@@ -69,6 +73,7 @@ impl<F> Segment<F> {
             max_timestamp_offset: base_offset,
             first_batch_time_ms: None,
             corrupt: Vec::new(),
+            cleaned: false,
             bytes_since_index: 0,
             bytes_since_time_index: 0,
         }
