@@ -243,6 +243,10 @@ pub enum Effect {
         records: Vec<(Bytes, Option<Bytes>)>,
         /// For commits: the entries to apply with `OffsetsAppended` after the append.
         entries: Vec<CommitEntry>,
+        /// Replies to send only once the records are durable (a successful SyncGroup: its
+        /// generation must never be handed out again after a crash); on a storage error each
+        /// is answered with that error instead.
+        then: Vec<(RequestId, Reply)>,
     },
 }
 
@@ -500,6 +504,7 @@ impl Coordinator {
                 assignments,
             } => {
                 let r = self.on_sync(
+                    now_ms,
                     request,
                     &group,
                     generation,
@@ -509,8 +514,15 @@ impl Coordinator {
                     assignments,
                     effects,
                 );
-                if let Some(r) = r {
-                    reply(effects, request, Reply::Sync(r));
+                match (r, self.groups.get(&group)) {
+                    (Some(r), Some(g)) if r.error == code::NONE => {
+                        // A successful SyncGroup hands out the generation's assignment: answer
+                        // only once the generation is durable (Kafka does the same).
+                        let then = vec![(request, Reply::Sync(r))];
+                        effects.push(persist_group_then(&group, g, now_ms, then));
+                    }
+                    (Some(r), _) => reply(effects, request, Reply::Sync(r)),
+                    (None, _) => {}
                 }
             }
             Event::Heartbeat {
@@ -932,6 +944,7 @@ impl Coordinator {
     #[allow(clippy::too_many_arguments)]
     fn on_sync(
         &mut self,
+        now_ms: u64,
         request: RequestId,
         group_id: &str,
         generation: i32,
@@ -991,6 +1004,7 @@ impl Coordinator {
                     g.state = State::Stable;
                     let m = g.members.get_mut(member_id).expect("checked member");
                     m.awaiting_sync = Some(request);
+                    let mut then = Vec::new();
                     for m in g.members.values_mut() {
                         if let Some(r) = m.awaiting_sync.take() {
                             let sr = SyncReply {
@@ -999,9 +1013,11 @@ impl Coordinator {
                                 protocol_name: g.protocol_name.clone(),
                                 assignment: m.assignment.clone(),
                             };
-                            reply(effects, r, Reply::Sync(sr));
+                            then.push((r, Reply::Sync(sr)));
                         }
                     }
+                    // Assignments go out only once this generation is durable.
+                    effects.push(persist_group_then(group_id, g, now_ms, then));
                     None
                 } else {
                     let m = g.members.get_mut(member_id).expect("checked member");
@@ -1158,6 +1174,7 @@ impl Coordinator {
             group: group_id,
             records,
             entries,
+            then: Vec::new(),
         });
     }
 
@@ -1182,6 +1199,7 @@ impl Coordinator {
             group: group_id.to_string(),
             records,
             entries: Vec::new(),
+            then: Vec::new(),
         });
     }
 
@@ -1221,6 +1239,7 @@ impl Coordinator {
             group: group_id.to_string(),
             records,
             entries: Vec::new(),
+            then: Vec::new(),
         });
     }
 
@@ -1388,6 +1407,32 @@ fn persist_group(group_id: &str, g: &Group, now_ms: u64) -> Effect {
             Some(schema::group_value(&value)),
         )],
         entries: Vec::new(),
+        then: Vec::new(),
+    }
+}
+
+/// The group record of `g`, with `then` answered once it is durable.
+fn persist_group_then(
+    group_id: &str,
+    g: &Group,
+    now_ms: u64,
+    then: Vec<(RequestId, Reply)>,
+) -> Effect {
+    match persist_group(group_id, g, now_ms) {
+        Effect::Persist {
+            request,
+            group,
+            records,
+            entries,
+            then: _,
+        } => Effect::Persist {
+            request,
+            group,
+            records,
+            entries,
+            then,
+        },
+        other => other,
     }
 }
 

@@ -17,7 +17,7 @@ use samsa_storage::Disk;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::{schema, Coordinator, Effect, Event, GroupConfig, Reply, RequestId};
+use super::{schema, Coordinator, Effect, Event, GroupConfig, Reply, RequestId, SyncReply};
 use crate::broker::Broker;
 use crate::group_commit::Outcome;
 use crate::metadata::MetaError;
@@ -185,11 +185,20 @@ pub fn spawn_effects<D: Disk, C: Clock>(broker: &Arc<Broker<D, C>>, effects: Vec
             group,
             records,
             entries,
+            then,
         } = effect
         {
             let broker = broker.clone();
             tokio::spawn(async move {
                 let result = persist(&broker, &group, records, entries).await;
+                for (waiting, reply) in then {
+                    let reply = match (&result, reply) {
+                        (Ok(()), reply) => reply,
+                        (Err(c), Reply::Sync(_)) => Reply::Sync(SyncReply::error(*c)),
+                        (Err(_), reply) => reply,
+                    };
+                    broker.groups.answer(waiting, reply);
+                }
                 if let Some(request) = request {
                     let c = match result {
                         Ok(()) => code::NONE,
