@@ -460,19 +460,14 @@ pub async fn offset_fetch<D: Disk, C: Clock>(
                                 parts
                                     .into_iter()
                                     .map(|(p, o)| {
-                                        let r = OffsetFetchResponsePartitions::default()
+                                        let (offset, leader_epoch, metadata) =
+                                            committed(o.as_ref(), epoch);
+                                        OffsetFetchResponsePartitions::default()
                                             .with_partition_index(p)
-                                            .with_error_code(code::NONE);
-                                        match o {
-                                            Some(o) => r
-                                                .with_committed_offset(o.offset)
-                                                .with_committed_leader_epoch(epoch(&o))
-                                                .with_metadata(Some(s(&o.metadata))),
-                                            None => r
-                                                .with_committed_offset(-1)
-                                                .with_committed_leader_epoch(-1)
-                                                .with_metadata(Some(s(""))),
-                                        }
+                                            .with_error_code(code::NONE)
+                                            .with_committed_offset(offset)
+                                            .with_committed_leader_epoch(leader_epoch)
+                                            .with_metadata(Some(metadata))
                                     })
                                     .collect(),
                             )
@@ -502,19 +497,13 @@ pub async fn offset_fetch<D: Disk, C: Clock>(
                     parts
                         .into_iter()
                         .map(|(p, o)| {
-                            let r = OffsetFetchResponsePartition::default()
+                            let (offset, leader_epoch, metadata) = committed(o.as_ref(), epoch);
+                            OffsetFetchResponsePartition::default()
                                 .with_partition_index(p)
-                                .with_error_code(code::NONE);
-                            match o {
-                                Some(o) => r
-                                    .with_committed_offset(o.offset)
-                                    .with_committed_leader_epoch(epoch(&o))
-                                    .with_metadata(Some(s(&o.metadata))),
-                                None => r
-                                    .with_committed_offset(-1)
-                                    .with_committed_leader_epoch(-1)
-                                    .with_metadata(Some(s(""))),
-                            }
+                                .with_error_code(code::NONE)
+                                .with_committed_offset(offset)
+                                .with_committed_leader_epoch(leader_epoch)
+                                .with_metadata(Some(metadata))
                         })
                         .collect(),
                 )
@@ -907,4 +896,13 @@ pub async fn consumer_group_describe<D: Disk, C: Clock>(
         req,
         &ConsumerGroupDescribeResponse::default().with_groups(groups),
     )
+}
+
+/// Offset, leader epoch and metadata of one OffsetFetch partition; -1/-1/"" when nothing is
+/// committed. `epoch` hides the leader epoch from versions that do not carry it.
+fn committed(o: Option<&OffsetValue>, epoch: impl Fn(&OffsetValue) -> i32) -> (i64, i32, StrBytes) {
+    match o {
+        Some(o) => (o.offset, epoch(o), s(&o.metadata)),
+        None => (-1, -1, s("")),
+    }
 }

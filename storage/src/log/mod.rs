@@ -919,13 +919,10 @@ impl<D: Disk> PartitionLog<D> {
     }
 
     async fn remove_segment_files(&mut self, base: i64) -> Result<(), LogError> {
-        for ext in [
-            segment::LOG_EXT,
-            segment::INDEX_EXT,
-            segment::TIME_INDEX_EXT,
-            segment::SNAPSHOT_EXT,
-            segment::CLEANED_MARKER_EXT,
-        ] {
+        for ext in segment::SEGMENT_FILE_EXTS
+            .into_iter()
+            .chain([segment::SNAPSHOT_EXT])
+        {
             let name = self.path(&segment::file_name(base, ext));
             self.pending_sync.remove(&name);
             remove_if_present(&self.disk, &name).await?;

@@ -331,15 +331,7 @@ pub(crate) async fn open<D: Disk>(
     for (i, &base) in bases.iter().enumerate() {
         let path = format!("{dir}/{}", segment::file_name(base, segment::LOG_EXT));
         if cut {
-            for ext in [
-                segment::LOG_EXT,
-                segment::INDEX_EXT,
-                segment::TIME_INDEX_EXT,
-                segment::CLEANED_MARKER_EXT,
-            ] {
-                remove_if_present(&disk, &format!("{dir}/{}", segment::file_name(base, ext)))
-                    .await?;
-            }
+            remove_segment_files(&disk, dir, base).await?;
             report.segments_deleted += 1;
             continue;
         }
@@ -407,15 +399,7 @@ pub(crate) async fn open<D: Disk>(
         if expected_base.is_some_and(|e| e != base) {
             // A gap: the previous segment lost its tail, so this one is unreachable.
             cut = true;
-            for ext in [
-                segment::LOG_EXT,
-                segment::INDEX_EXT,
-                segment::TIME_INDEX_EXT,
-                segment::CLEANED_MARKER_EXT,
-            ] {
-                remove_if_present(&disk, &format!("{dir}/{}", segment::file_name(base, ext)))
-                    .await?;
-            }
+            remove_segment_files(&disk, dir, base).await?;
             report.segments_deleted += 1;
             continue;
         }
@@ -543,6 +527,14 @@ async fn seal_and_persist<D: Disk>(
     )
     .await?;
     report.indexes_rebuilt += 1;
+    Ok(())
+}
+
+/// Removes the data files of the segment at `base` (those present).
+async fn remove_segment_files<D: Disk>(disk: &D, dir: &str, base: i64) -> Result<(), DiskError> {
+    for ext in segment::SEGMENT_FILE_EXTS {
+        remove_if_present(disk, &format!("{dir}/{}", segment::file_name(base, ext))).await?;
+    }
     Ok(())
 }
 

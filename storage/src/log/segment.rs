@@ -22,6 +22,8 @@ pub const TIME_INDEX_EXT: &str = "timeindex";
 pub const SNAPSHOT_EXT: &str = "snapshot";
 /// Marker: the segment was rewritten by the cleaner, so its batches may leave offset gaps.
 pub const CLEANED_MARKER_EXT: &str = "compacted";
+/// The files that hold one segment's data (its producer snapshot is managed apart).
+pub const SEGMENT_FILE_EXTS: [&str; 4] = [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT, CLEANED_MARKER_EXT];
 
 pub fn file_name(base_offset: i64, ext: &str) -> String {
     format!("{base_offset:020}.{ext}")
