@@ -2,8 +2,10 @@
 //! acknowledged commits and by OffsetFetch answers, never goes backwards (this workload never
 //! resets offsets). A fetch may lag an ambiguous commit but never an acknowledged one, except
 //! that an ambiguous commit may land late (its request was still in flight): a fetch may then
-//! see exactly the offset such a commit carried. Never judges failed or ambiguous commits by
-//! themselves.
+//! see exactly the offset such a commit carried. Once such a late commit has been seen, the
+//! committed offset really went back (members resume from it), so observations that start after
+//! that one are bounded below only by what was seen since. Never judges failed or ambiguous
+//! commits by themselves.
 
 use std::collections::BTreeMap;
 
@@ -48,21 +50,32 @@ pub fn check(h: &History) -> Result<(), String> {
     seen.sort();
     // partition -> (highest offset seen, completion time, op id, what)
     let mut high: BTreeMap<i32, Vec<(u64, i64, u64, &str)>> = BTreeMap::new();
+    // partition -> completion times of observations that saw a late commit take the offset back.
+    let mut went_back: BTreeMap<i32, Vec<u64>> = BTreeMap::new();
     for (done, id, p, offset, what) in seen {
         let start = invoked.get(&id).copied().unwrap_or(done);
+        // The last time, before this op started, that the offset was seen to go back.
+        let since = went_back
+            .get(&p)
+            .and_then(|ts| ts.iter().filter(|t| **t < start).max().copied())
+            .unwrap_or(0);
         if let Some(list) = high.get(&p) {
-            // Every observation completed strictly before this op was invoked bounds it below.
+            // Every observation completed strictly before this op was invoked (and not before
+            // the offset last went back) bounds it below.
             let floor = list
                 .iter()
-                .filter(|(t, ..)| *t < start)
+                .filter(|(t, ..)| *t < start && *t >= since)
                 .max_by_key(|(_, o, ..)| *o);
             if let Some((_, o, other, other_what)) = floor {
-                let late = in_doubt.get(&(p, offset)).is_some_and(|t| *t <= done);
-                if offset < *o && !late {
-                    return Err(format!(
-                        "partition {p}: {what} op {id} saw committed offset {offset} after \
-                         {other_what} op {other} saw {o}"
-                    ));
+                if offset < *o {
+                    let late = in_doubt.get(&(p, offset)).is_some_and(|t| *t <= done);
+                    if !late {
+                        return Err(format!(
+                            "partition {p}: {what} op {id} saw committed offset {offset} after \
+                             {other_what} op {other} saw {o}"
+                        ));
+                    }
+                    went_back.entry(p).or_default().push(done);
                 }
             }
         }
@@ -129,5 +142,33 @@ mod tests {
         fetch_offsets(&mut h, 2, &[(0, 11)]);
         at(&mut h, 13, 14);
         assert_eq!(check(&h), Ok(()));
+    }
+
+    /// single_groups 192859621212217: a timed-out commit of 3 landed after 16 was acknowledged;
+    /// the member fetched 3, re-read from there and committed 8. Legitimate, not a regression;
+    /// but a later drop below 8 is.
+    #[test]
+    fn members_may_resume_from_a_late_commit_but_not_below_it() {
+        let mut h = History::default();
+        commit(
+            &mut h,
+            1,
+            "m1",
+            (2, 2),
+            &[(0, 3)],
+            Outcome::Info("timeout".into()),
+        );
+        at(&mut h, 0, 20);
+        commit(&mut h, 1, "m1", (2, 2), &[(0, 16)], Outcome::GroupOk);
+        at(&mut h, 30, 31);
+        fetch_offsets(&mut h, 1, &[(0, 3)]);
+        at(&mut h, 40, 41);
+        commit(&mut h, 1, "m1", (3, 3), &[(0, 8)], Outcome::GroupOk);
+        at(&mut h, 42, 43);
+        assert_eq!(check(&h), Ok(()));
+        fetch_offsets(&mut h, 1, &[(0, 5)]);
+        at(&mut h, 44, 45);
+        let e = check(&h).expect_err("went below the commit of 8");
+        assert!(e.contains("saw 8"), "{e}");
     }
 }
