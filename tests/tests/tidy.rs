@@ -14,7 +14,13 @@ const WALK_DEPTH_MAX: usize = 32;
 const SKIPPED_DIRS: &[&str] = &["target", "node_modules", "__pycache__"];
 
 /// Source trees whose code runs inside the simulator and must stay deterministic.
-const CORE_DIRS: &[&str] = &["broker/src/", "storage/src/", "net/src/"];
+const CORE_DIRS: &[&str] = &[
+    "broker/src/",
+    "storage/src/",
+    "net/src/",
+    "raft/src/",
+    "cluster/src/",
+];
 /// Trees where every `select!` must start with `biased;` (the cores plus the simulator).
 const SELECT_DIRS: &[&str] = &[
     "broker/src/",
