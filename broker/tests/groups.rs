@@ -415,6 +415,53 @@ async fn kip848_heartbeat_assigns_every_partition_and_describe_shows_it() {
             .as_str(),
         TOPIC
     );
+    // A restart keeps the group: the member carries on with its epoch and gets its whole
+    // assignment again; the group epoch has not moved.
+    let epoch = r.member_epoch;
+    node.stop().await;
+    let node = start(dir.path()).await;
+    let mut c = Client::connect(node.addr).await;
+    let again = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(s("cg")))
+        .with_member_id(s("m-1"))
+        .with_member_epoch(epoch)
+        .with_rebalance_timeout_ms(-1)
+        .with_topic_partitions(Some(vec![
+            consumer_group_heartbeat_request::TopicPartitions::default()
+                .with_topic_id(topic_id)
+                .with_partitions(vec![0, 1, 2]),
+        ]));
+    let r: ConsumerGroupHeartbeatResponse = c.call(ApiKey::ConsumerGroupHeartbeat, 1, &again).await;
+    assert_eq!(
+        (r.error_code, r.member_epoch),
+        (0, epoch),
+        "same epoch after restart"
+    );
+    let a = r
+        .assignment
+        .expect("the assignment is sent again after a restart");
+    assert_eq!(a.topic_partitions[0].partitions, [0, 1, 2]);
+    let d: ConsumerGroupDescribeResponse = c.call(ApiKey::ConsumerGroupDescribe, 0, &req).await;
+    assert_eq!(d.groups[0].group_epoch, epoch);
+    assert_eq!(d.groups[0].group_state.as_str(), "Stable");
+    // Offsets of a KIP-848 group: one not subscribed to a topic may be deleted, the
+    // subscribed one is refused with GROUP_SUBSCRIBED_TO_TOPIC.
+    let del = OffsetDeleteRequest::default()
+        .with_group_id(GroupId(s("cg")))
+        .with_topics(vec![
+            offset_delete_request::OffsetDeleteRequestTopic::default()
+                .with_name(name(TOPIC))
+                .with_partitions(vec![
+                    offset_delete_request::OffsetDeleteRequestPartition::default()
+                        .with_partition_index(0),
+                ]),
+        ]);
+    let r: OffsetDeleteResponse = c.call(ApiKey::OffsetDelete, 0, &del).await;
+    assert_eq!(r.error_code, 0);
+    assert_eq!(
+        r.topics[0].partitions[0].error_code, 86,
+        "GROUP_SUBSCRIBED_TO_TOPIC"
+    );
     // Leaving (epoch -1) empties the group.
     let leave = ConsumerGroupHeartbeatRequest::default()
         .with_group_id(GroupId(s("cg")))

@@ -4,15 +4,18 @@
 //! heartbeats; from the seed it sometimes leaves, crashes (drops its member without leaving: it
 //! simply stops heartbeating), pauses past its session timeout, or re-sends an old commit with
 //! the generation it held before its latest rebalance (a delayed commit, which the coordinator
-//! must refuse). Every group op goes into the history as invoke then ok / fail / info, exactly
-//! as the client classified it. Never decides pass or fail itself.
+//! must refuse). In half the seeds (decided per run, so one group never mixes protocols) every
+//! member is a KIP-848 member instead (`ConsumerMember`, see `member848`). Every group op goes
+//! into the history as invoke then ok / fail / info, exactly as the client classified it.
+//! Never decides pass or fail itself.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use samsa_net::client::{
-    group_error_is_definite, Admin, ClientConfig, ClientError, Consumer, GroupConfig, GroupMember,
+    group_error_is_definite, Admin, ClientConfig, ClientError, Consumer, ConsumerMember,
+    ConsumerMemberConfig, GroupConfig, GroupMember, TopicId, TopicIdPartitions,
 };
 use samsa_net::error::code;
 use samsa_net::TokioNet;
@@ -126,8 +129,16 @@ struct Member {
     old_commit: Option<(i32, Vec<(i32, i64)>)>,
 }
 
+/// True when this run's members use the KIP-848 protocol (drawn once per run from the seed).
+pub fn kip848_run(seed: u64) -> bool {
+    Seed::new(seed).child("group-protocol").chance(0.5)
+}
+
 /// One group member process: incarnations until the safety phase ends, then it leaves.
 pub async fn member(wl: Workload, index: u32) {
+    if kip848_run(wl.seed) {
+        return member848(wl, index).await;
+    }
     let process = 200 + index;
     let seed = Seed::new(wl.seed).child(&format!("member{index}"));
     ensure_topic(&wl, format!("m{index}-admin")).await;
@@ -408,6 +419,277 @@ impl Next {
             Next::Continue => Next::Rejoin,
             other => other,
         }
+    }
+}
+
+/// One KIP-848 member process. Its history, in the vocabulary the group checks read: each
+/// ConsumerGroupHeartbeat is `Call::GroupHeartbeat` with the member epoch it carried (0 = a
+/// join), completed `Joined` (the member id, its new epoch and its whole new assignment) when
+/// the assignment changed, `GroupOk` when it did not. A heartbeat always reports as owned
+/// exactly the partitions of the last assignment received: revoked partitions are committed
+/// and dropped before the next heartbeat. Commits carry the member epoch as their generation.
+pub async fn member848(wl: Workload, index: u32) {
+    let process = 200 + index;
+    let seed = Seed::new(wl.seed).child(&format!("member{index}"));
+    ensure_topic(&wl, format!("k{index}-admin")).await;
+    let mut m = Member {
+        wl,
+        index,
+        process,
+        seed,
+        next_consumer: 0,
+        old_commit: None,
+    };
+    let delay = m.seed.range_u64(0, 3_000);
+    tokio::time::sleep(Duration::from_millis(delay)).await;
+    for incarnation in 0..INCARNATIONS_MAX {
+        if stopping(&m.wl) {
+            break;
+        }
+        let assignor = if m.seed.chance(0.5) {
+            "uniform"
+        } else {
+            "range"
+        };
+        let config = ConsumerMemberConfig {
+            group: GROUP.to_string(),
+            topics: vec![TOPIC.to_string()],
+            rebalance_timeout_ms: REBALANCE_TIMEOUT_MS,
+            assignor: Some(assignor.to_string()),
+        };
+        let client = client_config(format!("k{index}-{incarnation}"));
+        let mut cm = ConsumerMember::new(net(&m.wl), vec![m.wl.broker], client, config);
+        let left = m.incarnation848(&mut cm).await;
+        if !left && stopping(&m.wl) && !cm.member_id().is_empty() {
+            m.leave848(&mut cm).await;
+        }
+    }
+}
+
+/// Partitions of the workload topic in a KIP-848 assignment (the only topic subscribed).
+fn topic_partitions(a: &TopicIdPartitions) -> (Option<TopicId>, Vec<i32>) {
+    match a.iter().next() {
+        Some((id, ps)) => (Some(*id), ps.iter().copied().collect()),
+        None => (None, Vec::new()),
+    }
+}
+
+impl Member {
+    async fn leave848(&mut self, cm: &mut ConsumerMember<Net>) {
+        let call = Call::GroupLeave {
+            member: self.index,
+            member_id: cm.member_id().to_string(),
+        };
+        let op = invoke(&self.wl, self.process, call);
+        let outcome = match cm.leave().await {
+            Ok(()) => Outcome::GroupOk,
+            Err(e) => outcome_of(&e),
+        };
+        complete(&self.wl, op, self.process, outcome);
+    }
+
+    /// Commits `offsets` with the member's epoch; false when the member must start afresh.
+    async fn commit848(&mut self, cm: &mut ConsumerMember<Net>, offsets: Vec<(i32, i64)>) -> bool {
+        if offsets.is_empty() {
+            return true;
+        }
+        let epoch = cm.member_epoch();
+        let call = Call::GroupCommit {
+            member: self.index,
+            member_id: cm.member_id().to_string(),
+            generation: epoch,
+            known_generation: epoch,
+            offsets: offsets.clone(),
+        };
+        let op = invoke(&self.wl, self.process, call);
+        match cm.commit(epoch, TOPIC, &offsets).await {
+            Ok(()) => {
+                complete(&self.wl, op, self.process, Outcome::GroupOk);
+                true
+            }
+            Err(e) => {
+                complete(&self.wl, op, self.process, outcome_of(&e));
+                e.error_code() != Some(code::UNKNOWN_MEMBER_ID)
+            }
+        }
+    }
+
+    /// Heartbeats, takes up assigned partitions from their committed offsets, polls, commits,
+    /// and gives revoked partitions back after committing them; until it leaves, crashes or is
+    /// fenced. True when it already left the group.
+    async fn incarnation848(&mut self, cm: &mut ConsumerMember<Net>) -> bool {
+        let mut topic_id: Option<TopicId> = None;
+        let mut held: BTreeMap<i32, i64> = BTreeMap::new();
+        let name = format!("k{}-c{}", self.index, self.next_consumer);
+        let mut consumer = Consumer::new(net(&self.wl), vec![self.wl.broker], client_config(name));
+        let mut consumer_id = self.consumer_id();
+        for _ in 0..ROUNDS_PER_JOIN_MAX {
+            if stopping(&self.wl) {
+                return false;
+            }
+            let owned: TopicIdPartitions = match topic_id {
+                Some(id) if !held.is_empty() => {
+                    BTreeMap::from([(id, held.keys().copied().collect())])
+                }
+                _ => TopicIdPartitions::new(),
+            };
+            let call = Call::GroupHeartbeat {
+                member: self.index,
+                member_id: cm.member_id().to_string(),
+                generation: cm.member_epoch(),
+            };
+            let op = invoke(&self.wl, self.process, call);
+            match cm.heartbeat(&owned).await {
+                Ok(hb) => match hb.assignment {
+                    None => complete(&self.wl, op, self.process, Outcome::GroupOk),
+                    Some(a) => {
+                        let (id, parts) = topic_partitions(&a);
+                        if id.is_some() {
+                            topic_id = id;
+                        }
+                        let outcome = Outcome::Joined {
+                            member_id: hb.member_id.clone(),
+                            generation: hb.member_epoch,
+                            partitions: parts.clone(),
+                        };
+                        complete(&self.wl, op, self.process, outcome);
+                        // Revoked: commit where we are, then let go.
+                        let revoked: Vec<(i32, i64)> = held
+                            .iter()
+                            .filter(|(p, _)| !parts.contains(p))
+                            .map(|(p, o)| (*p, *o))
+                            .collect();
+                        if !revoked.is_empty() {
+                            self.trace(&format!("revokes {revoked:?}"));
+                            if !self.commit848(cm, revoked.clone()).await {
+                                return false;
+                            }
+                            for (p, _) in &revoked {
+                                held.remove(p);
+                            }
+                        }
+                        // Newly assigned: start from the committed offsets.
+                        let added: Vec<i32> = parts
+                            .iter()
+                            .filter(|p| !held.contains_key(p))
+                            .copied()
+                            .collect();
+                        if !added.is_empty() {
+                            let call = Call::GroupFetch {
+                                member: self.index,
+                                partitions: added.clone(),
+                            };
+                            let op = invoke(&self.wl, self.process, call);
+                            match cm.fetch_offsets(TOPIC, &added).await {
+                                Ok(offsets) => {
+                                    complete(
+                                        &self.wl,
+                                        op,
+                                        self.process,
+                                        Outcome::Offsets(offsets.clone()),
+                                    );
+                                    for p in &added {
+                                        let o = offsets
+                                            .iter()
+                                            .find(|(q, _)| q == p)
+                                            .map_or(0, |(_, o)| (*o).max(0));
+                                        held.insert(*p, o);
+                                    }
+                                    // Positions may start below earlier ones: a new poller.
+                                    consumer_id = self.consumer_id();
+                                }
+                                Err(e) => {
+                                    complete(&self.wl, op, self.process, outcome_of(&e));
+                                    // Not taken up: the member drops its assignment and
+                                    // starts afresh rather than report partitions it skipped.
+                                    self.drop848(cm).await;
+                                    return false;
+                                }
+                            }
+                        }
+                    }
+                },
+                Err(e) => {
+                    complete(&self.wl, op, self.process, outcome_of(&e));
+                    match e.error_code() {
+                        Some(code::UNKNOWN_MEMBER_ID) | Some(code::FENCED_MEMBER_EPOCH) => {
+                            // Fenced: everything it held is gone; join again as a new member.
+                            return false;
+                        }
+                        _ => {
+                            let pause = self.seed.range_u64(100, 500);
+                            tokio::time::sleep(Duration::from_millis(pause)).await;
+                            continue;
+                        }
+                    }
+                }
+            }
+            for (p, position) in held.iter_mut() {
+                let call = Call::Poll {
+                    consumer: consumer_id,
+                    partition: *p,
+                    from_offset: *position,
+                };
+                let op = invoke(&self.wl, self.process, call);
+                let outcome = match consumer
+                    .fetch(TOPIC, *p, *position, 100, FETCH_BYTES_MAX)
+                    .await
+                {
+                    Ok(ok) => {
+                        let from = *position;
+                        let records: Vec<(i64, String)> = ok
+                            .records
+                            .iter()
+                            .filter(|(o, _)| *o >= from)
+                            .map(|(o, r)| (*o, value_string(r)))
+                            .collect();
+                        if let Some((last, _)) = records.last() {
+                            *position = last + 1;
+                        }
+                        Outcome::Polled {
+                            records,
+                            high_watermark: ok.high_watermark,
+                            log_end_offset: None,
+                        }
+                    }
+                    Err(e) => outcome_of_read(&e),
+                };
+                complete(&self.wl, op, self.process, outcome);
+            }
+            let offsets: Vec<(i32, i64)> = held.iter().map(|(p, o)| (*p, *o)).collect();
+            if !self.commit848(cm, offsets).await {
+                return false;
+            }
+            let o = &self.wl.opts;
+            let (leave_p, crash_p, pause_p) =
+                (o.member_leave_p, o.member_crash_p, o.member_pause_p);
+            if self.seed.chance(leave_p) {
+                self.trace("leaves");
+                self.leave848(cm).await;
+                return true;
+            }
+            if self.seed.chance(crash_p) {
+                self.trace("crashes");
+                let down = self.seed.range_u64(100, 3_000);
+                tokio::time::sleep(Duration::from_millis(down)).await;
+                return false;
+            }
+            if self.seed.chance(pause_p) {
+                let pause = self.seed.range_u64(SESSION_TIMEOUT_MS as u64, 9_000);
+                self.trace(&format!("pauses {pause} ms"));
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                continue;
+            }
+            let pause = self.seed.range_u64(150, 600);
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+        }
+        false
+    }
+
+    /// Gives up the whole assignment by leaving (the next incarnation joins afresh).
+    async fn drop848(&mut self, cm: &mut ConsumerMember<Net>) {
+        self.trace("drops its assignment");
+        self.leave848(cm).await;
     }
 }
 

@@ -81,6 +81,24 @@ pub struct SimOptions {
     pub member_pause_p: f64,
     /// After a rebalance: re-send the last commit of the previous generation (must be refused).
     pub stale_commit_p: f64,
+    /// The workload's topic is `cleanup.policy=compact`: sends are keyed (hot and cold keys,
+    /// some tombstones) and the compaction configs below are set on the topic.
+    pub compacted: bool,
+    /// Keys written often (`k0..`) and keys written rarely (`c0..`, their latest values sit in
+    /// sealed segments where the cleaner works on them).
+    pub keys_hot: u32,
+    pub keys_cold: u32,
+    /// Chance that a send is a tombstone (null value).
+    pub tombstone_p: f64,
+    /// Topic `segment.ms` (0: the node default).
+    pub segment_ms: i64,
+    /// Topic `min.cleanable.dirty.ratio`.
+    pub min_cleanable_dirty_ratio: f64,
+    /// Topic `delete.retention.ms`.
+    pub delete_retention_ms: i64,
+    /// Fire probability of `broker.cleaner.clean_now`, forced active when buggify is on (0: the
+    /// site is an ordinary one).
+    pub clean_now_p: f64,
 }
 
 impl SimOptions {
@@ -119,6 +137,14 @@ impl SimOptions {
             member_crash_p: 0.0,
             member_pause_p: 0.0,
             stale_commit_p: 0.0,
+            compacted: false,
+            keys_hot: 0,
+            keys_cold: 0,
+            tombstone_p: 0.0,
+            segment_ms: 0,
+            min_cleanable_dirty_ratio: 0.5,
+            delete_retention_ms: 86_400_000,
+            clean_now_p: 0.0,
         }
     }
 
@@ -136,9 +162,12 @@ impl SimOptions {
              crash={:.2} pause={:.2} partition={:.2} clock_jump={:.2} drift_ppm={} offset_ms={} \
              loss={:.3} latency_ms={}..{} short_rw={:.2}/{:.2} reset={:.3} refused={:.3} \
              write_eio={:.3} read_eio={:.3} fsync_eio={:.3} flip_read={:.3} flip_rest={:.2} \
-             enospc={} slow_us={} torn={:.2} reorder={:.2} buggify={} net_buggify={} \
+             enospc={} slow_us={} torn={:.2} reorder={:.2} names_partial={:.2} buggify={} \
+             net_buggify={} \
              dup={:.2} key_bytes={} pause_ms={} safety_ms={} liveness_ms={} members={} \
-             member_leave={:.2} member_crash={:.2} member_pause={:.2} stale_commit={:.2}",
+             member_leave={:.2} member_crash={:.2} member_pause={:.2} stale_commit={:.2} \
+             compacted={} keys={}+{} tombstone={:.2} segment_ms={} dirty_ratio={:.2} \
+             delete_retention_ms={} clean_now={:.2}",
             self.partitions,
             self.producers,
             idem.join(","),
@@ -171,6 +200,7 @@ impl SimOptions {
                 .map_or("off".to_string(), |(a, b)| format!("{a}..{b}")),
             d.crash_torn,
             d.crash_reorder,
+            d.crash_names_partial,
             self.buggify,
             self.net_buggify,
             self.duplicate_p,
@@ -183,6 +213,14 @@ impl SimOptions {
             self.member_crash_p,
             self.member_pause_p,
             self.stale_commit_p,
+            self.compacted,
+            self.keys_hot,
+            self.keys_cold,
+            self.tombstone_p,
+            self.segment_ms,
+            self.min_cleanable_dirty_ratio,
+            self.delete_retention_ms,
+            self.clean_now_p,
         )
     }
 }
@@ -314,7 +352,10 @@ pub fn mutant_targets(mutant: &str) -> &'static [&'static str] {
         "recovery_truncate_short" => &["single_torn_tail", "single_durability"],
         "idempotence_window_one" => &["single_net_chaos", "single_durability"],
         "nondeterminism_canary" => &["single_durability"],
-        "group_accept_stale_commit" => &["single_groups"],
+        "group_accept_stale_commit" | "group848_skip_revocation" => &["single_groups"],
+        "cleaner_drops_latest" | "cleaner_touches_active" | "cleaner_swap_no_sync_dir" => {
+            &["single_compaction"]
+        }
         _ => &[],
     }
 }

@@ -41,6 +41,23 @@ const GROUP_CHECKS: &[&str] = &[
     "group_no_gap",
 ];
 
+/// Compaction removes records and leaves offset gaps: `acked_durable`, `reads_valid` and
+/// `poll_monotonic` give way to the compaction checks, which judge the same properties per key.
+const COMPACTION_CHECKS: &[&str] = &[
+    "no_panic",
+    "offsets_unique",
+    "no_duplicates",
+    "no_corrupt_served",
+    "producer_order",
+    "hw_bounded",
+    "idempotent_retry",
+    "no_corruption_reported",
+    "liveness",
+    "compaction_latest",
+    "compaction_equivalence",
+    "compaction_tombstone_retention",
+];
+
 pub const ALL: &[Scenario] = &[
     Scenario {
         name: "single_durability",
@@ -79,6 +96,14 @@ pub const ALL: &[Scenario] = &[
                 broker power loss and network faults; atlas: no bit flips, no wipe",
         options: single_groups,
         checks: GROUP_CHECKS,
+    },
+    Scenario {
+        name: "single_compaction",
+        about: "a compacted topic with few hot keys, cold keys and tombstones, tiny segments, \
+                the cleaner buggified to run often, power loss and disk faults mid-clean; \
+                atlas: no bit flips, no wipe, no clock drift or jumps",
+        options: single_compaction,
+        checks: COMPACTION_CHECKS,
     },
 ];
 
@@ -220,6 +245,55 @@ pub fn single_groups(s: &mut Seed) -> SimOptions {
     o.disk = DiskFaults {
         crash_torn: s.rate(0.5, 0.5),
         crash_reorder: s.rate(0.5, 0.5),
+        ..DiskFaults::NONE
+    };
+    o
+}
+
+/// Atlas: power loss with torn/reordered unsynced writes and unsynced names resolved one by one
+/// (often while the cleaner swaps), write/read/fsync EIO, slow I/O, pauses. No bit flips, no
+/// wipe. The broker's clock keeps a constant offset (no drift, no jumps) so
+/// `compaction_tombstone_retention` can measure `delete.retention.ms` in simulated time.
+pub fn single_compaction(s: &mut Seed) -> SimOptions {
+    let mut o = SimOptions::base();
+    o.compacted = true;
+    o.partitions = s.range_u64(1, 2) as i32;
+    o.producers = s.range_u64(1, 3) as u32;
+    o.idempotent = (0..o.producers).map(|_| s.chance(0.6)).collect();
+    o.consumers = s.range_u64(0, 2) as u32;
+    o.sends_per_producer = s.range_u64(40, 200) as u32;
+    o.send_pause_ms = s.range_u64(20, 200);
+    o.safety_ms = s.range_u64(8_000, 25_000);
+    o.keys_hot = s.range_u64(1, 6) as u32;
+    o.keys_cold = s.range_u64(0, 20) as u32;
+    o.tombstone_p = s.rate(0.8, 0.3);
+    o.segment_bytes = *s.pick(&[1_024i64, 2_048, 4_096]).unwrap_or(&1_024);
+    o.segment_ms = *s.pick(&[0i64, 500, 2_000]).unwrap_or(&0);
+    o.min_cleanable_dirty_ratio = *s.pick(&[0.01f64, 0.1, 0.3, 0.5]).unwrap_or(&0.1);
+    o.delete_retention_ms = *s.pick(&[0i64, 1_000, 5_000, 60_000]).unwrap_or(&1_000);
+    o.buggify = s.chance(0.85);
+    o.clean_now_p = 0.5 + s.rate(0.0, 0.5);
+    o.latency_ms = (1, s.range_u64(2, 10));
+    o.duplicate_p = s.rate(0.5, 0.2);
+    o.key_bytes = 0;
+    if s.chance(0.5) {
+        o.clock_offset_ms = s.range_u64(0, 120_000) as i64 - 60_000;
+    }
+    o.crash_p = s.rate(0.2, 0.3);
+    o.pause_p = s.rate(0.6, 0.1);
+    o.nemesis_step_ms = (100, 1_200);
+    o.disk = DiskFaults {
+        write_eio: s.rate(0.6, 0.01),
+        read_eio: s.rate(0.7, 0.005),
+        fsync_eio: s.rate(0.6, 0.01),
+        latency_us: if s.chance(0.3) {
+            Some((10, s.range_u64(100, 10_000)))
+        } else {
+            None
+        },
+        crash_torn: s.rate(0.3, 0.7),
+        crash_reorder: s.rate(0.3, 0.7),
+        crash_names_partial: s.rate(0.3, 1.0),
         ..DiskFaults::NONE
     };
     o

@@ -57,6 +57,9 @@ pub fn run_seed(
 
     let trace = Trace::new(keep_trace);
     let hooks = SimHooks::new(seed, opts.buggify, mutant.map(str::to_string));
+    if opts.clean_now_p > 0.0 {
+        hooks.set_hot("broker.cleaner.clean_now", opts.clean_now_p);
+    }
     let run = Run {
         seed,
         opts: opts.clone(),
@@ -208,6 +211,7 @@ async fn supervise(run: Run) -> (History, u64, Coverage) {
     let history = Arc::new(Mutex::new(History {
         fsync_policy: run.opts.flush_policy == "fsync",
         corruption_in_atlas: run.opts.corruption_in_atlas,
+        delete_retention_ms: run.opts.compacted.then_some(run.opts.delete_retention_ms),
         ..History::default()
     }));
     let wl = Workload {

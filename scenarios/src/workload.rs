@@ -2,7 +2,9 @@
 //! `ChaosNet`: producers send `p<id>-<seq>` values one at a time (acks and idempotence from the
 //! seed), consumers poll forward from offset 0, and after healing a final reader reads the whole
 //! partition. Every client operation goes into the history as invoke then ok / fail (definite) /
-//! info (ambiguous), exactly as the client classified it. Never decides pass or fail itself.
+//! info (ambiguous), exactly as the client classified it. On a compacted topic (the compaction
+//! scenario) sends are keyed (hot and cold keys) and some are tombstones, whose id travels in a
+//! record header; the final reader records keys too. Never decides pass or fail itself.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,7 +23,7 @@ use samsa_net::error::code;
 use samsa_net::records::{build_batch, BatchOptions, Record};
 use samsa_net::TokioNet;
 use samsa_sim::chaos::{Chaos, ChaosNet};
-use samsa_sim::history::{Call, FinalLog, History, Outcome};
+use samsa_sim::history::{Call, FinalLog, History, Outcome, SIM_ID_HEADER, TOMBSTONE_PREFIX};
 use samsa_sim::seed::Seed;
 use samsa_sim::trace::Trace;
 
@@ -92,13 +94,81 @@ impl Workload {
         let mut admin = Admin::new(self.net(), vec![self.broker], client_config(name));
         for _ in 0..CREATE_ATTEMPTS_MAX {
             let partitions = self.opts.partitions.clamp(1, PARTITIONS_MAX);
-            match admin.create_topics(TOPIC, partitions, Vec::new()).await {
+            match admin
+                .create_topics(TOPIC, partitions, topic_configs(&self.opts))
+                .await
+            {
                 Ok(_) => return,
                 Err(e) if e.error_code() == Some(code::TOPIC_ALREADY_EXISTS) => return,
                 Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         }
     }
+}
+
+/// The topic's configs: none, or the compaction scenario's drawn ones.
+pub fn topic_configs(o: &SimOptions) -> Vec<(String, String)> {
+    if !o.compacted {
+        return Vec::new();
+    }
+    let mut configs = vec![
+        ("cleanup.policy".to_string(), "compact".to_string()),
+        (
+            "min.cleanable.dirty.ratio".to_string(),
+            format!("{}", o.min_cleanable_dirty_ratio),
+        ),
+        (
+            "delete.retention.ms".to_string(),
+            o.delete_retention_ms.to_string(),
+        ),
+    ];
+    if o.segment_ms > 0 {
+        configs.push(("segment.ms".to_string(), o.segment_ms.to_string()));
+    }
+    configs
+}
+
+/// The record of one send: unkeyed (or `key_bytes` of `k`) normally; on a compacted topic a
+/// hot or cold key and, sometimes, a tombstone. Returns (key for the history, value, record).
+fn record_for(
+    o: &SimOptions,
+    seed: &mut Seed,
+    id: u32,
+    seq: u32,
+) -> (Option<String>, String, Record) {
+    let timestamp_ms = 1_700_000_000_000 + i64::from(seq);
+    if !o.compacted {
+        let value = format!("p{id}-{seq}");
+        let record = Record {
+            key: (o.key_bytes > 0).then(|| Bytes::from(vec![b'k'; o.key_bytes as usize])),
+            value: Some(Bytes::from(value.clone())),
+            headers: Vec::new(),
+            timestamp_ms,
+        };
+        return (None, value, record);
+    }
+    let key = if o.keys_cold > 0 && seed.chance(0.25) {
+        format!("c{}", seed.range_u64(0, u64::from(o.keys_cold) - 1))
+    } else {
+        format!("k{}", seed.range_u64(0, u64::from(o.keys_hot.max(1)) - 1))
+    };
+    let tombstone = seed.chance(o.tombstone_p);
+    let value = if tombstone {
+        format!("{TOMBSTONE_PREFIX}p{id}-{seq}")
+    } else {
+        format!("p{id}-{seq}")
+    };
+    let record = Record {
+        key: Some(Bytes::from(key.clone())),
+        value: (!tombstone).then(|| Bytes::from(value.clone())),
+        headers: if tombstone {
+            vec![(SIM_ID_HEADER.to_string(), Some(Bytes::from(value.clone())))]
+        } else {
+            Vec::new()
+        },
+        timestamp_ms,
+    };
+    (Some(key), value, record)
 }
 
 fn outcome_of_error(e: &ClientError) -> Outcome {
@@ -109,10 +179,25 @@ fn outcome_of_error(e: &ClientError) -> Outcome {
     }
 }
 
+/// A record's key as text (compaction scenario keys are short ASCII).
+fn key_string(r: &Record) -> Option<String> {
+    r.key
+        .as_ref()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+}
+
+/// A record's value as the history spells it: a tombstone is named by its id header.
 fn value_string(r: &Record) -> String {
     match &r.value {
         Some(v) => String::from_utf8_lossy(v).into_owned(),
-        None => "<null>".to_string(),
+        None => r
+            .headers
+            .iter()
+            .find(|(name, _)| name == SIM_ID_HEADER)
+            .and_then(|(_, v)| v.as_ref())
+            .map_or("<null>".to_string(), |v| {
+                String::from_utf8_lossy(v).into_owned()
+            }),
     }
 }
 
@@ -150,23 +235,17 @@ pub async fn producer(wl: Workload, id: u32) {
         if wl.stop.load(Ordering::SeqCst) {
             break;
         }
-        let value = format!("p{id}-{seq}");
         let partition = seed.range_u64(0, partitions as u64 - 1) as i32;
+        let (key, value, record) = record_for(&wl.opts, &mut seed, id, seq);
         let call = Call::Send {
             producer: id,
             partition,
+            key,
             value: value.clone(),
             acks: wl.opts.acks,
             idempotent,
         };
         let op = wl.invoke(id, call);
-        let record = Record {
-            key: (wl.opts.key_bytes > 0)
-                .then(|| Bytes::from(vec![b'k'; wl.opts.key_bytes as usize])),
-            value: Some(Bytes::from(value)),
-            headers: Vec::new(),
-            timestamp_ms: 1_700_000_000_000 + i64::from(seq),
-        };
         let outcome = match producer.send(TOPIC, partition, vec![record.clone()]).await {
             Ok(ok) => {
                 if idempotent {
@@ -176,7 +255,7 @@ pub async fn producer(wl: Workload, id: u32) {
                     }
                     let list = acked.entry(partition).or_default();
                     let next_seq = list.len() as i32;
-                    list.push((format!("p{id}-{seq}"), record, pid, epoch, next_seq));
+                    list.push((value, record, pid, epoch, next_seq));
                 }
                 Outcome::Sent {
                     offset: ok.base_offset,
@@ -294,6 +373,8 @@ pub async fn consumer(wl: Workload, id: u32) {
                 if let Some((last, _)) = records.last() {
                     position = last + 1;
                 }
+                // Past batches the cleaner emptied or gaps it left (compacted topics).
+                position = position.max(ok.next_offset);
                 Outcome::Polled {
                     records,
                     high_watermark: ok.high_watermark,
@@ -331,6 +412,7 @@ pub async fn final_read(wl: Workload) -> FinalLog {
         let done = final_read_partition(&wl, &mut consumer, partition, &mut log).await;
         log.complete &= done;
     }
+    log.read_done_ms = now_ms();
     log
 }
 
@@ -375,21 +457,33 @@ async fn final_read_partition(
             Ok(ok) => {
                 failures_here = 0;
                 let before = position;
-                let fresh: Vec<(i64, String)> = ok
+                let fresh: Vec<(i64, String, Option<String>)> = ok
                     .records
                     .iter()
                     .filter(|(o, _)| *o >= before)
-                    .map(|(o, r)| (*o, value_string(r)))
+                    .map(|(o, r)| (*o, value_string(r), key_string(r)))
+                    .collect();
+                let got: Vec<String> = fresh
+                    .iter()
+                    .map(|(o, v, k)| match k.as_ref().filter(|_| wl.opts.compacted) {
+                        Some(k) => format!("{o}:{k}={v}"),
+                        None => o.to_string(),
+                    })
                     .collect();
                 wl.trace.event(format!(
-                    "final fetch partition={partition} from={before} got={:?} hw={}",
-                    fresh.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
+                    "final fetch partition={partition} from={before} got=[{}] hw={}",
+                    got.join(", "),
                     ok.high_watermark
                 ));
-                for (o, v) in fresh {
+                for (o, v, k) in fresh {
                     records.insert(o, v);
+                    if let Some(k) = k.filter(|_| wl.opts.compacted) {
+                        log.keys.entry(partition).or_default().insert(o, k);
+                    }
                     position = o + 1;
                 }
+                // Past batches the cleaner emptied (kept for producer state) or gaps it left.
+                position = position.max(ok.next_offset.min(end));
                 if position == before && ok.records.is_empty() && ok.high_watermark <= position {
                     // Nothing more to read although the listed end is further: stop.
                     break;

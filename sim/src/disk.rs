@@ -37,6 +37,7 @@ pub const DISK_COUNTERS: &[&str] = &[
     "disk.crash_lost_writes",
     "disk.crash_names_reverted",
     "disk.crash_reordered",
+    "disk.crash_names_partial",
     "disk.crash_torn",
     "disk.enospc",
     "disk.fsync_eio",
@@ -71,6 +72,11 @@ pub struct DiskFaults {
     pub crash_torn: f64,
     /// Per power failure: probability that surviving pending writes are applied out of order.
     pub crash_reorder: f64,
+    /// Per power failure: probability that unsynced file names resolve one by one (each
+    /// created, renamed-over or removed name keeps its new or its old state on a coin) instead
+    /// of all reverting: without `sync_dir`, POSIX orders nothing between directory entries.
+    /// Directories themselves still revert as a whole.
+    pub crash_names_partial: f64,
 }
 
 impl DiskFaults {
@@ -85,6 +91,7 @@ impl DiskFaults {
         latency_us: None,
         crash_torn: 0.0,
         crash_reorder: 0.0,
+        crash_names_partial: 0.0,
     };
 }
 
@@ -164,11 +171,46 @@ impl NodeDisk {
             .ok_or_else(|| DiskError::Io("handle to a vanished file".into()))
     }
 
+    /// Partial name durability at a power failure: every file name whose volatile state differs
+    /// from its durable one takes the volatile state on a coin (only under a directory that is
+    /// durable, so no name outlives its directory). Called before names revert.
+    fn resolve_names_one_by_one(&mut self) {
+        let mut paths: BTreeSet<String> = BTreeSet::new();
+        for (p, e) in &self.volatile_ns {
+            if matches!(e, Entry::File(_)) && self.durable_ns.get(p) != Some(e) {
+                paths.insert(p.clone());
+            }
+        }
+        for (p, e) in &self.durable_ns {
+            if matches!(e, Entry::File(_)) && self.volatile_ns.get(p) != Some(e) {
+                paths.insert(p.clone());
+            }
+        }
+        let mut kept = 0u64;
+        for p in paths {
+            let parent = parent_of(&p);
+            let parent_durable =
+                parent.is_empty() || self.durable_ns.get(parent) == Some(&Entry::Dir);
+            if !parent_durable || !self.rng.gen_bool(0.5) {
+                continue;
+            }
+            match self.volatile_ns.get(&p) {
+                Some(e) => self.durable_ns.insert(p, *e),
+                None => self.durable_ns.remove(&p),
+            };
+            kept += 1;
+        }
+        if kept > 0 {
+            self.count("disk.crash_names_partial");
+        }
+    }
+
     /// Power failure: unsynced state is resolved by the seeded RNG, names revert to durable.
     fn power_fail(&mut self) {
         self.generation += 1;
         let torn = self.roll(self.faults.crash_torn);
         let reorder = self.roll(self.faults.crash_reorder);
+        let names_partial = self.roll(self.faults.crash_names_partial);
         // Per crash, what fraction of pending writes survives: none, all, or a coin per write.
         let keep_mode: u8 = self.rng.gen_range(0..3);
         let ids: Vec<u64> = self.inodes.keys().copied().collect();
@@ -219,6 +261,9 @@ impl NodeDisk {
         let changed = self.volatile_ns != self.durable_ns;
         if changed {
             self.count("disk.crash_names_reverted");
+        }
+        if changed && names_partial {
+            self.resolve_names_one_by_one();
         }
         self.volatile_ns = self.durable_ns.clone();
         // Inodes no durable name points at are gone for good.
@@ -395,11 +440,13 @@ impl SimFsShared {
                 d.counters.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0)
             };
             format!(
-                "power failure: lost_writes={} torn={} reordered={} names_reverted={} files={}",
+                "power failure: lost_writes={} torn={} reordered={} names_reverted={} \
+                 names_partial={} files={}",
                 delta("disk.crash_lost_writes"),
                 delta("disk.crash_torn"),
                 delta("disk.crash_reordered"),
                 delta("disk.crash_names_reverted"),
+                delta("disk.crash_names_partial"),
                 d.durable_ns.len()
             )
         });
@@ -955,6 +1002,36 @@ mod tests {
         // Seeds differ: lost (1024) and kept/torn (2048) both happen.
         assert!(outcomes.contains(&1024), "{outcomes:?}");
         assert!(outcomes.contains(&2048), "{outcomes:?}");
+    }
+
+    #[test]
+    fn partial_names_keep_some_unsynced_entries_and_not_others() {
+        let mut mixed = false;
+        for seed in 0..40 {
+            let kept = block_on(async {
+                let fs = SimFsShared::new(seed);
+                let faults = DiskFaults {
+                    crash_names_partial: 1.0,
+                    ..DiskFaults::NONE
+                };
+                fs.set_faults(1, faults);
+                let d = fs.disk(1);
+                for name in ["x", "y", "z", "w"] {
+                    let f = d.open(name, OpenMode::CreateNew).await.expect("create");
+                    d.sync(&f).await.expect("sync");
+                }
+                fs.power_fail(1);
+                let mut kept = 0;
+                for name in ["x", "y", "z", "w"] {
+                    if d.open(name, OpenMode::Existing).await.is_ok() {
+                        kept += 1;
+                    }
+                }
+                kept
+            });
+            mixed |= kept > 0 && kept < 4;
+        }
+        assert!(mixed, "some crash must keep some names and lose others");
     }
 
     #[test]

@@ -15,10 +15,13 @@ pub const GROUP_CONSUMER_BASE: u32 = 1_000_000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Call {
-    /// Produce one record `value` to `partition`.
+    /// Produce one record `value` to `partition`, keyed by `key` when the scenario's checks
+    /// follow keys (compaction); a `value` starting with `TOMBSTONE_PREFIX` is a tombstone (a
+    /// null value whose id travels in the `SIM_ID_HEADER` record header).
     Send {
         producer: u32,
         partition: i32,
+        key: Option<String>,
         value: String,
         acks: i16,
         idempotent: bool,
@@ -114,6 +117,10 @@ pub struct FinalLog {
     pub corrupt: Vec<(i32, Range<i64>)>,
     /// Did the final read reach every end offset?
     pub complete: bool,
+    /// Per partition, the key of every keyed record read (compaction scenarios).
+    pub keys: BTreeMap<i32, BTreeMap<i64, String>>,
+    /// Simulated milliseconds when the final read finished (0 = never ran).
+    pub read_done_ms: u64,
 }
 
 impl FinalLog {
@@ -146,6 +153,21 @@ pub struct History {
     /// Corruption is inside the scenario's fault atlas: offsets the broker reported corrupt
     /// excuse lost acknowledged writes. Outside it, a reported corruption excuses nothing.
     pub corruption_in_atlas: bool,
+    /// The topic's `delete.retention.ms` when it is compacted (`None`: not compacted, and the
+    /// compaction checks have nothing to judge). The
+    /// compaction scenarios keep the broker's clock in step with simulated time (a constant
+    /// offset, no drift, no jumps), so elapsed simulated time is elapsed broker time.
+    pub delete_retention_ms: Option<i64>,
+}
+
+/// A sent value starting with this is a tombstone (the record's value is null).
+pub const TOMBSTONE_PREFIX: char = '~';
+/// Record header carrying a tombstone's id, so the reader can tell tombstones apart.
+pub const SIM_ID_HEADER: &str = "sim.id";
+
+/// Is this sent (or read) value a tombstone?
+pub fn is_tombstone(value: &str) -> bool {
+    value.starts_with(TOMBSTONE_PREFIX)
 }
 
 impl History {
@@ -203,6 +225,7 @@ pub mod build {
         let call = Call::Send {
             producer,
             partition: 0,
+            key: None,
             value: value.to_string(),
             acks: -1,
             idempotent,
@@ -317,5 +340,31 @@ pub mod build {
                 log_end_offset: None,
             },
         );
+    }
+
+    /// A keyed send to partition 0 (compaction checks), invoked at `at_ms`.
+    pub fn send_keyed(h: &mut History, key: &str, value: &str, at_ms: u64, outcome: Outcome) {
+        let call = Call::Send {
+            producer: 1,
+            partition: 0,
+            key: Some(key.to_string()),
+            value: value.to_string(),
+            acks: -1,
+            idempotent: true,
+        };
+        let id = h.invoke(1, at_ms, call).expect("room");
+        h.complete(id, at_ms + 1, outcome);
+    }
+
+    /// A complete final log of partition 0 with keys: (offset, key, value).
+    pub fn final_keyed(h: &mut History, records: &[(i64, &str, &str)], read_done_ms: u64) {
+        let plain: Vec<(i64, &str)> = records.iter().map(|(o, _, v)| (*o, *v)).collect();
+        final_log(h, &plain);
+        let keys = h.final_log.keys.entry(0).or_default();
+        for (o, k, _) in records {
+            keys.insert(*o, k.to_string());
+        }
+        h.final_log.read_done_ms = read_done_ms;
+        h.delete_retention_ms.get_or_insert(86_400_000);
     }
 }

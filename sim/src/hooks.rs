@@ -31,6 +31,10 @@ pub const MUTANTS: &[&str] = &[
     "idempotence_window_one",
     "nondeterminism_canary",
     "group_accept_stale_commit",
+    "group848_skip_revocation",
+    "cleaner_drops_latest",
+    "cleaner_touches_active",
+    "cleaner_swap_no_sync_dir",
 ];
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -46,6 +50,8 @@ struct HookState {
     rng: ChaCha8Rng,
     sites: BTreeMap<&'static str, SiteStats>,
     mutant_queries: u64,
+    /// Sites a scenario forces active in every run, with their own fire probability.
+    hot: BTreeMap<&'static str, f64>,
 }
 
 /// One per run, shared by every node of the run (clone the `Arc`).
@@ -68,6 +74,7 @@ impl SimHooks {
                 rng,
                 sites: BTreeMap::new(),
                 mutant_queries: 0,
+                hot: BTreeMap::new(),
             }),
         })
     }
@@ -75,6 +82,12 @@ impl SimHooks {
     /// The `Hooks` handle to put in a node's configuration.
     pub fn hooks(self: &Arc<Self>) -> Hooks {
         Hooks::new(self.clone())
+    }
+
+    /// Makes `site` active in this run (when buggify is on) and fire with `fire_p` per hit: a
+    /// scenario's own focus (e.g. the compaction scenario keeps the cleaner busy).
+    pub fn set_hot(&self, site: &'static str, fire_p: f64) {
+        lock(&self.state).hot.insert(site, fire_p.clamp(0.0, 1.0));
     }
 
     /// Switches buggify off (liveness phase: heal everything).
@@ -109,12 +122,13 @@ impl SimHooks {
 
 impl HookSink for SimHooks {
     fn buggify(&self, site: &'static str) -> bool {
-        let active = self.site_active(site);
         let mut s = lock(&self.state);
         if !s.enabled {
             return false;
         }
-        let fire = active && s.rng.gen_bool(BUGGIFY_FIRE_P);
+        let hot = s.hot.get(site).copied();
+        let active = hot.is_some() || self.site_active(site);
+        let fire = active && s.rng.gen_bool(hot.unwrap_or(BUGGIFY_FIRE_P));
         let tracked = s.sites.len() < BUGGIFY_SITES_MAX || s.sites.contains_key(site);
         if tracked {
             let stats = s.sites.entry(site).or_default();
@@ -165,6 +179,18 @@ mod tests {
             a.coverage().get("buggify.x.y.z"),
             fa.iter().filter(|f| **f).count() as u64
         );
+    }
+
+    #[test]
+    fn a_hot_site_is_active_in_every_run_and_fires_at_its_own_rate() {
+        for seed in 0..20 {
+            let h = SimHooks::new(seed, true, None);
+            h.set_hot("broker.cleaner.clean_now", 1.0);
+            assert!((0..10).all(|_| h.buggify("broker.cleaner.clean_now")));
+            let off = SimHooks::new(seed, false, None);
+            off.set_hot("broker.cleaner.clean_now", 1.0);
+            assert!(!off.buggify("broker.cleaner.clean_now"));
+        }
     }
 
     #[test]

@@ -2,15 +2,17 @@
 a `cleanup.policy=compact` topic with tiny segments, the broker's background cleaner runs, and a
 consumer from the start must see, per key, the latest value (tombstones included: they stay for
 `delete.retention.ms`), every record at the offset it was written, and fewer records than were
-produced; the same after a restart. Only talks to its own broker on 127.0.0.1.
+produced; `samsa topics describe` on the stopped broker's data dir shows the cleaner's progress;
+the same after a restart. Only talks to its own broker on 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 
-from conftest import ANSI, Rec, note
+from conftest import ANSI, SAMSA_BIN, Rec, note
 from test_confluent_kafka import consume_all, create_topic, produce
 
 TOPIC = "compacted"
@@ -45,6 +47,20 @@ def check(consumed, written: dict[int, Rec], latest: dict[bytes, int]) -> list[i
     return offsets
 
 
+def describe_offline(broker, produced: int) -> None:
+    """`samsa topics describe` on the stopped broker's data dir shows the cleaner's progress."""
+    out = subprocess.run(
+        [str(SAMSA_BIN), "topics", "--data-dir", str(broker.data_dir), "describe", TOPIC],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "cleanup.policy=compact" in out.stdout, out.stdout
+    assert f"LogEndOffset: {produced}" in out.stdout, out.stdout
+    first_dirty = re.search(r"FirstDirtyOffset: (\d+)", out.stdout)
+    assert first_dirty and int(first_dirty.group(1)) > 0, out.stdout
+    note("compaction: samsa topics describe: " + " ".join(out.stdout.split()))
+
+
 def test_compaction_keeps_latest_per_key(broker_factory):
     broker = broker_factory("compact").start()
     create_topic(broker.bootstrap, TOPIC, partitions=1, config={
@@ -72,6 +88,7 @@ def test_compaction_keeps_latest_per_key(broker_factory):
     note(f"compaction: produced={len(written)} keys={KEYS} after_clean={len(first)}")
 
     assert broker.stop() == 0
+    describe_offline(broker, len(written))
     broker.start()
     again = check(consume_all(broker.bootstrap, TOPIC, 1), written, latest)
     assert again == first, "a restart changes nothing"

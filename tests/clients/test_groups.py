@@ -7,7 +7,9 @@ LeaveGroup, its session must expire); the other takes over every partition from 
 positions. Checks: the split is disjoint and complete, the survivor ends up owning all 6
 partitions, the union of what the members consumed covers every offset of every partition (no
 gap), and the committed offsets end at the log end. Prints the join-to-first-assignment and
-takeover-after-kill latencies. Each member is a child process (this file run as a script, or
+takeover-after-kill latencies. A static-membership test (confluent-kafka, `group.instance.id`)
+restarts one member within its session timeout: it gets its partitions back under a new member
+id and the other member sees no rebalance. Each member is a child process (this file run as a script, or
 the node script for kafkajs); all are reaped, only 127.0.0.1.
 """
 
@@ -28,6 +30,8 @@ from conftest import note
 
 PARTITIONS = 6
 SESSION_TIMEOUT_MS = 6000
+# Static members get a session long enough to restart within it.
+STATIC_SESSION_TIMEOUT_MS = 30000
 WAIT_S = 60.0
 HERE = Path(__file__).resolve().parent
 NODE_MEMBER = HERE / "node" / "groups_member.js"
@@ -148,7 +152,31 @@ def member_aiokafka(bootstrap: str, topic: str, group: str, stop: threading.Even
     asyncio.run(run())
 
 
+def member_confluent_static(bootstrap: str, topic: str, group: str,
+                            stop: threading.Event) -> None:
+    """Classic protocol with a static member id (`group.instance.id` from the environment)."""
+    from confluent_kafka import Consumer
+    t = Tracker()
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                  "group.instance.id": os.environ["SAMSA_INSTANCE_ID"],
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  "session.timeout.ms": STATIC_SESSION_TIMEOUT_MS,
+                  "heartbeat.interval.ms": 500})
+    c.subscribe([topic])
+    while not stop.is_set():
+        msgs = c.consume(num_messages=200, timeout=0.2)
+        t.assignment([tp.partition for tp in c.assignment()])
+        good = [m for m in msgs if m.error() is None]
+        for m in good:
+            t.record(m.partition(), m.offset())
+        if good:
+            c.commit(asynchronous=False)
+            emit({"ev": "committed"})
+    c.close()
+
+
 MEMBERS = {"confluent-kafka": member_confluent, "confluent-kafka-848": member_confluent_848,
+           "confluent-kafka-static": member_confluent_static,
            "kafka-python": member_kafka_python,
            "aiokafka": member_aiokafka}
 
@@ -166,11 +194,12 @@ def member_main(argv: list[str]) -> None:
 class Member:
     """One member process and what it reported."""
 
-    def __init__(self, cmd: list[str], name: str):
+    def __init__(self, cmd: list[str], name: str, env: dict[str, str] | None = None):
         self.name = name
         self.started = time.monotonic()
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     stdin=subprocess.DEVNULL, text=True)
+                                     stdin=subprocess.DEVNULL, text=True,
+                                     env={**os.environ, **(env or {})})
         self.lock = threading.Lock()
         self.assigned: list[int] = []
         self.assignments: list[tuple[float, list[int]]] = []
@@ -331,6 +360,49 @@ def test_two_members_split_commit_and_take_over_after_a_kill(broker, client):
         session = "KIP-848: broker session timeout 45000 ms, heartbeat interval 5000 ms"
     note(f"groups {client}: join->first assignment {join_s[0]:.2f}s / {join_s[1]:.2f}s, "
          f"takeover after SIGKILL {takeover_s:.2f}s ({session})")
+
+
+def test_static_member_restarts_within_its_session_without_a_rebalance(broker):
+    """confluent-kafka, classic protocol, `group.instance.id`: SIGKILL one static member and
+    start it again at once; it rejoins the Stable group under a new member id and gets its
+    partitions back in the same generation, and the other member's assignment never moves."""
+    bs = broker.bootstrap
+    topic, group = "groups-static", "group-static"
+    create_topic(bs, topic)
+    produce(bs, topic, 0, 600)
+    cmd = member_cmd("confluent-kafka-static", bs, topic, group)
+    a = Member(cmd, "a", {"SAMSA_INSTANCE_ID": "static-a"})
+    b = Member(cmd, "b", {"SAMSA_INSTANCE_ID": "static-b"})
+    members = [a, b]
+    try:
+        def split() -> bool:
+            pa, pb = set(a.assigned), set(b.assigned)
+            return bool(pa) and bool(pb) and not (pa & pb) and pa | pb == set(range(PARTITIONS))
+
+        wait_for("the partitions to be split between both members", split, members)
+        wait_for("both members to commit", lambda: a.commits and b.commits, members)
+        a_changes = len(a.assignments)
+        b_parts = sorted(b.assigned)
+        b.kill()
+        restarted = time.monotonic()
+        b2 = Member(cmd, "b2", {"SAMSA_INSTANCE_ID": "static-b"})
+        members.append(b2)
+        wait_for("the restarted static member to get its partitions back",
+                 lambda: sorted(b2.assigned) == b_parts, members, timeout=30)
+        back_s = time.monotonic() - restarted
+        produce(bs, topic, 600, 600)
+        wait_for("both members to consume what follows",
+                 lambda: len(a.consumed | b.consumed | b2.consumed) >= 1200, members)
+        with a.lock:
+            assert len(a.assignments) == a_changes, f"a rebalanced: {a.assignments}"
+        assert sorted(b2.assigned) == b_parts
+        assert a.stop() == 0, a.diag()
+        assert b2.stop() == 0, b2.diag()
+    finally:
+        for m in members:
+            m.kill()
+    note(f"groups confluent-kafka static member: restart to partitions back {back_s:.2f}s, "
+         f"no rebalance of the other member (session.timeout.ms={STATIC_SESSION_TIMEOUT_MS})")
 
 
 if __name__ == "__main__":

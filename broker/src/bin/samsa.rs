@@ -1,6 +1,7 @@
 //! The `samsa` command-line entry point: `samsa broker` runs one node on real files, sockets and
 //! the system clock until SIGINT/SIGTERM, then shuts down cleanly; `samsa groups` lists,
-//! describes and resets consumer groups through the client.
+//! describes and resets consumer groups through the client; `samsa topics describe` shows
+//! partitions, offsets, segments and cleaner progress from a stopped broker's data directory.
 //! The one place allowed to draw a seed from outside (OS entropy): a production run need not
 //! replay. Never compiled into simulation logic: under `--cfg madsim` it only explains itself.
 
@@ -12,6 +13,10 @@ fn main() {
 #[cfg(not(madsim))]
 #[path = "../cli_groups.rs"]
 mod cli_groups;
+
+#[cfg(not(madsim))]
+#[path = "../cli_topics.rs"]
+mod cli_topics;
 
 #[cfg(not(madsim))]
 fn main() -> std::process::ExitCode {
@@ -44,6 +49,8 @@ mod real {
         Broker(BrokerArgs),
         /// Consumer groups: list, describe (offsets and lag), reset-offsets.
         Groups(crate::cli_groups::GroupsArgs),
+        /// Topics (offline, broker stopped): partitions, offsets, segments, cleaner progress.
+        Topics(crate::cli_topics::TopicsArgs),
     }
 
     #[derive(Args, Debug)]
@@ -223,11 +230,32 @@ mod real {
         }
     }
 
+    fn topics(args: crate::cli_topics::TopicsArgs) -> ExitCode {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("samsa: cannot start the runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match runtime.block_on(crate::cli_topics::run(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("samsa topics: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
     pub fn main() -> ExitCode {
         let cli = Cli::parse();
         let args = match cli.command {
             Command::Broker(args) => args,
             Command::Groups(args) => return groups(args),
+            Command::Topics(args) => return topics(args),
         };
         let runtime = match tokio::runtime::Builder::new_multi_thread()
             .enable_all()

@@ -1,16 +1,22 @@
 //! KIP-848 consumer groups (ConsumerGroupHeartbeat): group epoch, member epochs, a target
 //! assignment computed on the broker by the `uniform` or `range` assignor, and reconciliation
 //! that revokes a partition from its old owner before it is given to the new one, so at most one
-//! member owns a partition at any time. Part of the coordinator core: no I/O, no clock reads,
-//! ordered maps only. Offsets of these groups live in the classic `Group` entry of the same id.
+//! member owns a partition at any time. Every change of a group's persistent state (epochs,
+//! members, topic metadata, target and current assignments) becomes records of
+//! `__consumer_offsets` in Kafka's KIP-848 schemas, and a heartbeat whose reply depends on them
+//! is answered only once they are durable; replay rebuilds the groups from those records. Part
+//! of the coordinator core: no I/O, no clock reads, ordered maps only. Offsets of these groups
+//! live in the classic `Group` entry of the same id.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use bytes::Bytes;
 use samsa_net::error::code;
 use uuid::Uuid;
 
+use super::schema::{self, Stored};
 use super::{
-    reply, Coordinator, Reply, RequestId, GROUPS_MAX, ID_BYTES_MAX, MEMBERS_PER_GROUP_MAX,
+    reply, Coordinator, Effect, Reply, RequestId, GROUPS_MAX, ID_BYTES_MAX, MEMBERS_PER_GROUP_MAX,
 };
 
 /// Most topics one member may subscribe to.
@@ -169,6 +175,116 @@ impl ConsumerGroup {
     }
 }
 
+impl ConsumerMember {
+    /// A member restored from records, before its first heartbeat after the restart.
+    fn restored(member_id: &str) -> ConsumerMember {
+        ConsumerMember {
+            member_id: member_id.to_string(),
+            instance_id: None,
+            rack_id: None,
+            client_id: String::new(),
+            client_host: String::new(),
+            member_epoch: 0,
+            previous_epoch: -1,
+            rebalance_timeout_ms: -1,
+            subscribed: Vec::new(),
+            assignor: None,
+            assigned: Partitions::new(),
+            revoking: Partitions::new(),
+            revoking_since_ms: 0,
+            last_heartbeat_ms: 0,
+            last_sent: None,
+        }
+    }
+}
+
+/// The group's persistent state as `__consumer_offsets` records (key → value), in Kafka's
+/// KIP-848 schemas. Comparing two snapshots yields the records one step must write.
+fn snapshot(group_id: &str, g: &ConsumerGroup) -> BTreeMap<Bytes, Bytes> {
+    use schema::{
+        consumer_key, current_value, epoch_value, member_value, target_value, topics_value,
+        CurrentAssignment, MemberMetadata, TopicMetadata, KEY_CONSUMER_CURRENT, KEY_CONSUMER_GROUP,
+        KEY_CONSUMER_MEMBER, KEY_CONSUMER_TARGET, KEY_CONSUMER_TARGET_EPOCH, KEY_CONSUMER_TOPICS,
+    };
+    let mut out = BTreeMap::new();
+    out.insert(
+        consumer_key(KEY_CONSUMER_GROUP, group_id, None),
+        epoch_value(g.epoch),
+    );
+    let topics: Vec<TopicMetadata> = g
+        .topics
+        .iter()
+        .map(|(name, t)| TopicMetadata {
+            id: t.id,
+            name: name.clone(),
+            partitions: t.partitions,
+        })
+        .collect();
+    out.insert(
+        consumer_key(KEY_CONSUMER_TOPICS, group_id, None),
+        topics_value(g.epoch, &topics),
+    );
+    out.insert(
+        consumer_key(KEY_CONSUMER_TARGET_EPOCH, group_id, None),
+        epoch_value(g.assignment_epoch),
+    );
+    for m in g.members.values() {
+        let id = Some(m.member_id.as_str());
+        let meta = MemberMetadata {
+            instance_id: m.instance_id.clone(),
+            rack_id: m.rack_id.clone(),
+            client_id: m.client_id.clone(),
+            client_host: m.client_host.clone(),
+            subscribed: m.subscribed.clone(),
+            rebalance_timeout_ms: m.rebalance_timeout_ms,
+            server_assignor: m.assignor.clone(),
+        };
+        out.insert(
+            consumer_key(KEY_CONSUMER_MEMBER, group_id, id),
+            member_value(&meta),
+        );
+        let target = g.target.get(&m.member_id).cloned().unwrap_or_default();
+        let state = if !m.revoking.is_empty() {
+            1
+        } else if m.assigned != target {
+            2
+        } else {
+            0
+        };
+        out.insert(
+            consumer_key(KEY_CONSUMER_TARGET, group_id, id),
+            target_value(&target),
+        );
+        let current = CurrentAssignment {
+            member_epoch: m.member_epoch,
+            previous_epoch: m.previous_epoch,
+            state,
+            assigned: m.assigned.clone(),
+            revoking: m.revoking.clone(),
+        };
+        out.insert(
+            consumer_key(KEY_CONSUMER_CURRENT, group_id, id),
+            current_value(&current),
+        );
+    }
+    out
+}
+
+/// Records that turn snapshot `old` into `new`: changed values, then tombstones.
+fn diff(old: &BTreeMap<Bytes, Bytes>, new: &BTreeMap<Bytes, Bytes>) -> Vec<(Bytes, Option<Bytes>)> {
+    let mut records: Vec<(Bytes, Option<Bytes>)> = new
+        .iter()
+        .filter(|(k, v)| old.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), Some(v.clone())))
+        .collect();
+    records.extend(
+        old.keys()
+            .filter(|k| !new.contains_key(*k))
+            .map(|k| (k.clone(), None)),
+    );
+    records
+}
+
 fn subtract(a: &Partitions, b: &Partitions) -> Partitions {
     let mut out = Partitions::new();
     for (t, ps) in a {
@@ -196,6 +312,27 @@ fn intersect(a: &Partitions, b: &Partitions) -> Partitions {
     out
 }
 
+/// The invariants `assert_consumer_invariants` checks, as a test (for restored state).
+fn consumer_group_consistent(g: &ConsumerGroup) -> bool {
+    if g.assignment_epoch > g.epoch {
+        return false;
+    }
+    let mut owners: BTreeSet<(Uuid, i32)> = BTreeSet::new();
+    for m in g.members.values() {
+        if m.member_epoch > g.epoch {
+            return false;
+        }
+        for (t, ps) in m.assigned.iter().chain(m.revoking.iter()) {
+            for p in ps {
+                if !owners.insert((*t, *p)) {
+                    return false;
+                }
+            }
+        }
+    }
+    true
+}
+
 fn hb_error(error: i16, member_id: &str, epoch: i32) -> Reply {
     Reply::ConsumerHeartbeat(HeartbeatReply {
         error,
@@ -213,6 +350,179 @@ impl Coordinator {
 
     pub fn consumer_groups(&self) -> impl Iterator<Item = (&String, &ConsumerGroup)> {
         self.consumer.iter()
+    }
+
+    /// Writes what changed in consumer group `id` since its last records: the replies in
+    /// `local` wait for those records to be durable; with nothing to write they go out at once.
+    pub(super) fn persist_consumer(
+        &mut self,
+        id: &str,
+        local: Vec<Effect>,
+        effects: &mut Vec<Effect>,
+    ) {
+        let new = self
+            .consumer
+            .get(id)
+            .map(|g| snapshot(id, g))
+            .unwrap_or_default();
+        let old = self.consumer_written.get(id);
+        let records = match old {
+            Some(old) => diff(old, &new),
+            None => diff(&BTreeMap::new(), &new),
+        };
+        // A reply handing out an assignment may repeat state whose records are not durable yet
+        // (an earlier step wrote them): it then waits behind them (a Persist with no records).
+        let hands_out = local.iter().any(|e| {
+            matches!(e, Effect::Reply {
+                reply: Reply::ConsumerHeartbeat(r),
+                ..
+            } if r.error == code::NONE && r.assignment.is_some())
+        });
+        if records.is_empty() && !hands_out {
+            effects.extend(local);
+            return;
+        }
+        if records.is_empty() {
+            // Nothing new to write.
+        } else if new.is_empty() {
+            self.consumer_written.remove(id);
+        } else {
+            self.consumer_written.insert(id.to_string(), new);
+        }
+        let mut then = Vec::new();
+        for e in local {
+            match e {
+                Effect::Reply { request, reply } => then.push((request, reply)),
+                other => effects.push(other),
+            }
+        }
+        effects.push(Effect::Persist {
+            request: None,
+            group: id.to_string(),
+            records,
+            entries: Vec::new(),
+            then,
+        });
+    }
+
+    /// Applies one KIP-848 record of `__consumer_offsets` (start-up replay). Records are
+    /// applied in log order; each is the latest value of its key when it was written.
+    pub(super) fn replay_consumer(&mut self, record: Stored) {
+        let group = match &record {
+            Stored::ConsumerGroup { group, .. }
+            | Stored::ConsumerTopics { group, .. }
+            | Stored::ConsumerMember { group, .. }
+            | Stored::ConsumerTargetEpoch { group, .. }
+            | Stored::ConsumerTarget { group, .. }
+            | Stored::ConsumerCurrent { group, .. } => group.clone(),
+            Stored::Offset { .. } | Stored::Group { .. } => return,
+        };
+        if let Stored::ConsumerGroup { epoch: None, .. } = record {
+            self.consumer.remove(&group);
+            return;
+        }
+        if !self.consumer.contains_key(&group) {
+            if self.consumer.len() >= GROUPS_MAX {
+                return;
+            }
+            let g = ConsumerGroup {
+                assignor: "uniform".to_string(),
+                ..ConsumerGroup::default()
+            };
+            self.consumer.insert(group.clone(), g);
+        }
+        let g = self.consumer.get_mut(&group).expect("group exists");
+        match record {
+            Stored::ConsumerGroup { epoch, .. } => g.epoch = epoch.unwrap_or(0),
+            Stored::ConsumerTopics { topics, .. } => {
+                let topics: Vec<schema::TopicMetadata> = topics.unwrap_or_default();
+                g.topics = topics
+                    .into_iter()
+                    .map(|t| {
+                        let info = TopicInfo {
+                            id: t.id,
+                            partitions: t.partitions,
+                        };
+                        (t.name, info)
+                    })
+                    .collect();
+            }
+            Stored::ConsumerTargetEpoch { epoch, .. } => g.assignment_epoch = epoch.unwrap_or(0),
+            Stored::ConsumerMember { member, value, .. } => match value {
+                None => {
+                    g.members.remove(&member);
+                }
+                Some(v) => {
+                    if !g.members.contains_key(&member) && g.members.len() >= MEMBERS_PER_GROUP_MAX
+                    {
+                        return;
+                    }
+                    let m = g
+                        .members
+                        .entry(member.clone())
+                        .or_insert_with(|| ConsumerMember::restored(&member));
+                    m.instance_id = v.instance_id;
+                    m.rack_id = v.rack_id;
+                    m.client_id = v.client_id;
+                    m.client_host = v.client_host;
+                    m.subscribed = v.subscribed;
+                    m.subscribed.truncate(SUBSCRIBED_TOPICS_MAX);
+                    m.rebalance_timeout_ms = v.rebalance_timeout_ms;
+                    if let Some(a) = &v.server_assignor {
+                        if a == "uniform" || a == "range" {
+                            g.assignor = a.clone();
+                        }
+                    }
+                    m.assignor = v.server_assignor;
+                }
+            },
+            Stored::ConsumerTarget {
+                member, partitions, ..
+            } => match partitions {
+                None => {
+                    g.target.remove(&member);
+                }
+                Some(p) => {
+                    g.target.insert(member, p);
+                }
+            },
+            Stored::ConsumerCurrent { member, value, .. } => match value {
+                None => {}
+                Some(v) => {
+                    if let Some(m) = g.members.get_mut(&member) {
+                        m.member_epoch = v.member_epoch;
+                        m.previous_epoch = v.previous_epoch;
+                        m.assigned = v.assigned;
+                        m.revoking = v.revoking;
+                    }
+                }
+            },
+            Stored::Offset { .. } | Stored::Group { .. } => {}
+        }
+    }
+
+    /// After replay: restored members get a full session (and revocation timeout) from now,
+    /// targets of members that are gone are dropped, and the written snapshot is what replay
+    /// rebuilt. A group whose restored state breaks an invariant is dropped, not trusted.
+    pub fn finish_replay(&mut self, now_ms: u64) {
+        let ids: Vec<String> = self.consumer.keys().cloned().collect();
+        for id in ids {
+            let g = self.consumer.get_mut(&id).expect("listed group");
+            let members: BTreeSet<String> = g.members.keys().cloned().collect();
+            g.target.retain(|m, _| members.contains(m));
+            for m in g.members.values_mut() {
+                m.last_heartbeat_ms = now_ms;
+                m.revoking_since_ms = now_ms;
+                m.last_sent = None;
+            }
+            if !consumer_group_consistent(g) {
+                tracing::warn!(group = %id, "restored consumer group is inconsistent; dropped");
+                self.consumer.remove(&id);
+                continue;
+            }
+            let snap = snapshot(&id, &self.consumer[&id]);
+            self.consumer_written.insert(id, snap);
+        }
     }
 
     /// Topic names the members of consumer group `id` subscribe to (for the shell's lookup).
@@ -374,6 +684,19 @@ impl Coordinator {
                     return reply(effects, request, e);
                 }
                 let m = g.members.get_mut(&member_id).expect("member exists");
+                // A member that is behind (an answer was lost, or it still lists partitions it
+                // was told to give up) gets its whole assignment again.
+                let owned_differs = hb.owned.as_ref().is_some_and(|o| {
+                    let o: Partitions = o
+                        .iter()
+                        .filter(|(_, ps)| !ps.is_empty())
+                        .map(|(t, ps)| (*t, ps.iter().copied().collect()))
+                        .collect();
+                    o != m.assigned
+                });
+                if epoch != m.member_epoch || owned_differs {
+                    m.last_sent = None;
+                }
                 if let Some(mut subscribed) = hb.subscribed.clone() {
                     subscribed.truncate(SUBSCRIBED_TOPICS_MAX);
                     if subscribed != m.subscribed {
@@ -410,13 +733,16 @@ impl Coordinator {
         if g.assignment_epoch < g.epoch {
             g.compute_target();
         }
-        let r = reconcile(g, &member_id, now_ms, interval);
+        // Planted bug (simulation only): grant partitions their old owner has not released.
+        let skip_revocation = self.hooks.mutant("group848_skip_revocation");
+        let r = reconcile(g, &member_id, now_ms, interval, skip_revocation);
         reply(effects, request, Reply::ConsumerHeartbeat(r));
     }
 
     /// Session and revocation timeouts of consumer-group members.
-    pub(super) fn consumer_tick(&mut self, now_ms: u64) {
+    pub(super) fn consumer_tick(&mut self, now_ms: u64, effects: &mut Vec<Effect>) {
         let session = self.config.consumer_session_timeout_ms;
+        let mut changed = Vec::new();
         for (id, g) in self.consumer.iter_mut() {
             let gone: Vec<String> = g
                 .members
@@ -436,7 +762,11 @@ impl Coordinator {
                 }
                 g.bump();
                 g.compute_target();
+                changed.push(id.clone());
             }
+        }
+        for id in changed {
+            self.persist_consumer(&id, Vec::new(), effects);
         }
     }
 
@@ -464,7 +794,13 @@ impl Coordinator {
 }
 
 /// Moves one member toward its target: revoke first, then grant what no one else owns.
-fn reconcile(g: &mut ConsumerGroup, member_id: &str, now_ms: u64, interval: i32) -> HeartbeatReply {
+fn reconcile(
+    g: &mut ConsumerGroup,
+    member_id: &str,
+    now_ms: u64,
+    interval: i32,
+    skip_revocation: bool,
+) -> HeartbeatReply {
     let target = g.target.get(member_id).cloned().unwrap_or_default();
     let assignment_epoch = g.assignment_epoch;
     let (assigned, revoking) = {
@@ -488,6 +824,17 @@ fn reconcile(g: &mut ConsumerGroup, member_id: &str, now_ms: u64, interval: i32)
             for p in ps {
                 if !g.owned_by_others(member_id, t, *p) {
                     grant.entry(*t).or_default().insert(*p);
+                } else if skip_revocation {
+                    // The planted bug forgets that the old owner still holds it.
+                    for other in g.members.values_mut() {
+                        if let Some(ps) = other.revoking.get_mut(t) {
+                            ps.remove(p);
+                        }
+                        other.revoking.retain(|_, ps| !ps.is_empty());
+                    }
+                    if !g.owned_by_others(member_id, t, *p) {
+                        grant.entry(*t).or_default().insert(*p);
+                    }
                 }
             }
         }

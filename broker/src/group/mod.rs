@@ -12,7 +12,7 @@ pub mod shell;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use samsa_net::error::code;
@@ -156,8 +156,8 @@ pub enum Event {
         request: RequestId,
         group: String,
     },
-    /// Removes committed offsets (OffsetDelete). Kafka refuses only partitions the members are
-    /// subscribed to; without decoding subscriptions we refuse while the group has members.
+    /// Removes committed offsets (OffsetDelete); partitions of topics the members subscribe to
+    /// are refused with GROUP_SUBSCRIBED_TO_TOPIC, as Kafka does.
     DeleteOffsets {
         request: RequestId,
         group: String,
@@ -180,6 +180,8 @@ pub struct JoinReply {
     pub member_id: String,
     /// Only the leader gets the members: (member id, instance id, metadata).
     pub members: Vec<(String, Option<String>, Bytes)>,
+    /// JoinGroup v9+ (KIP-814): a static leader rejoining a Stable group must not assign.
+    pub skip_assignment: bool,
 }
 
 impl JoinReply {
@@ -192,6 +194,7 @@ impl JoinReply {
             leader: String::new(),
             member_id: member_id.to_string(),
             members: Vec::new(),
+            skip_assignment: false,
         }
     }
 }
@@ -225,6 +228,9 @@ pub enum Reply {
     Leave(i16, Vec<(String, Option<String>, i16)>),
     /// OffsetCommit / OffsetDelete: one error for every partition of the request.
     Offsets(i16),
+    /// OffsetDelete that ran: the partitions refused (GROUP_SUBSCRIBED_TO_TOPIC); the rest were
+    /// deleted.
+    OffsetsDeleted(Vec<(String, i32, i16)>),
     ConsumerHeartbeat(consumer::HeartbeatReply),
 }
 
@@ -375,6 +381,8 @@ pub struct Coordinator {
     groups: BTreeMap<String, Group>,
     /// KIP-848 consumer groups (their offsets live in `groups`).
     consumer: BTreeMap<String, consumer::ConsumerGroup>,
+    /// The records last written for each consumer group (key → value), to write only changes.
+    consumer_written: BTreeMap<String, BTreeMap<Bytes, Bytes>>,
     /// Distinguishes member ids across restarts (the clock reading at start, from the shell).
     boot_stamp: u64,
     next_member: u64,
@@ -396,6 +404,7 @@ impl Coordinator {
             config,
             groups: BTreeMap::new(),
             consumer: BTreeMap::new(),
+            consumer_written: BTreeMap::new(),
             boot_stamp,
             next_member: 0,
             hooks: samsa_net::Hooks::default(),
@@ -471,6 +480,7 @@ impl Coordinator {
                     self.groups.remove(&group);
                 }
             },
+            other => self.replay_consumer(other),
         }
     }
 
@@ -576,10 +586,15 @@ impl Coordinator {
                 group,
                 partitions,
             } => self.on_delete_offsets(request, &group, partitions, effects),
-            Event::ConsumerHeartbeat(h) => self.on_consumer_heartbeat(now_ms, h, effects),
+            Event::ConsumerHeartbeat(h) => {
+                let group = h.group.clone();
+                let mut local = Vec::new();
+                self.on_consumer_heartbeat(now_ms, h, &mut local);
+                self.persist_consumer(&group, local, effects);
+            }
             Event::Tick => {
                 self.on_tick(now_ms, effects);
-                self.consumer_tick(now_ms);
+                self.consumer_tick(now_ms, effects);
             }
         }
         if let (Some(id), Some((generation, assigned))) = (&touched, before) {
@@ -703,6 +718,15 @@ impl Coordinator {
             if let Some(instance) = &j.instance_id {
                 let member_id = self.new_member_id(&j.client_id);
                 let g = self.groups.get_mut(&j.group).expect("group exists");
+                if g.state == State::Stable
+                    && g.statics
+                        .get(instance)
+                        .is_some_and(|m| g.members.contains_key(m))
+                {
+                    let group_id = j.group.clone();
+                    static_rejoin_stable(g, now_ms, j, member_id, effects);
+                    return self.maybe_complete_join(now_ms, &group_id, effects);
+                }
                 if let Some(old) = g.statics.get(instance).cloned() {
                     if let Some(mut m) = g.members.remove(&old) {
                         if let Some(r) = m.awaiting_join.take() {
@@ -782,6 +806,7 @@ impl Coordinator {
                     leader: g.leader.clone().unwrap_or_default(),
                     member_id: j.member_id.clone(),
                     members: Vec::new(),
+                    skip_assignment: false,
                 };
                 reply(effects, request, Reply::Join(r));
             }
@@ -934,6 +959,7 @@ impl Coordinator {
                     leader: leader.clone(),
                     member_id: m.member_id.clone(),
                     members,
+                    skip_assignment: false,
                 };
                 reply(effects, r, Reply::Join(jr));
             }
@@ -1210,36 +1236,40 @@ impl Coordinator {
         partitions: Vec<(String, i32)>,
         effects: &mut Vec<Effect>,
     ) {
+        // KIP-848 groups: the topics their members name; classic groups: the topics in the
+        // consumer-protocol subscriptions (`None` = unknown, every topic counts as subscribed).
+        let subscribed: Option<BTreeSet<String>> = match self.consumer.get(group_id) {
+            Some(cg) if !cg.members.is_empty() => Some(self.consumer_subscriptions(group_id)),
+            _ => self.groups.get(group_id).and_then(classic_subscriptions),
+        };
         let Some(g) = self.groups.get_mut(group_id) else {
             reply(effects, request, Reply::Offsets(code::GROUP_ID_NOT_FOUND));
             return;
         };
-        if g.state != State::Empty {
-            // Kafka refuses only partitions the group is subscribed to; without decoding the
-            // subscriptions we refuse every delete while the group has members.
-            reply(
-                effects,
-                request,
-                Reply::Offsets(code::GROUP_SUBSCRIBED_TO_TOPIC),
-            );
-            return;
-        }
         let mut records = Vec::new();
+        let mut refused = Vec::new();
         for (t, p) in partitions {
-            if g.offsets.remove(&(t.clone(), p)).is_some() {
+            let in_use = match &subscribed {
+                Some(topics) => topics.contains(&t),
+                None => true,
+            };
+            if in_use {
+                refused.push((t, p, code::GROUP_SUBSCRIBED_TO_TOPIC));
+            } else if g.offsets.remove(&(t.clone(), p)).is_some() {
                 records.push((schema::offset_key(group_id, &t, p), None));
             }
         }
+        let r = Reply::OffsetsDeleted(refused);
         if records.is_empty() {
-            reply(effects, request, Reply::Offsets(code::NONE));
+            reply(effects, request, r);
             return;
         }
         effects.push(Effect::Persist {
-            request: Some(request),
+            request: None,
             group: group_id.to_string(),
             records,
             entries: Vec::new(),
-            then: Vec::new(),
+            then: vec![(request, r)],
         });
     }
 
@@ -1319,6 +1349,76 @@ fn check_member(g: &Group, member_id: &str, instance_id: Option<&str>) -> Option
         return Some(code::UNKNOWN_MEMBER_ID);
     }
     None
+}
+
+/// A known static member (`group.instance.id`) rejoins a Stable group under a new member id
+/// (KIP-345): the new id replaces the old one and keeps its assignment. If the group's protocol
+/// stays the same there is no rebalance: the member gets the current generation back (a
+/// rejoining leader gets the members with `skip_assignment`, KIP-814); otherwise the group
+/// rebalances with the new member's join parked.
+fn static_rejoin_stable(
+    g: &mut Group,
+    now_ms: u64,
+    j: Join,
+    member_id: String,
+    effects: &mut Vec<Effect>,
+) {
+    let instance = j.instance_id.clone().expect("static join");
+    let old = g.statics[&instance].clone();
+    let mut m = g.members.remove(&old).expect("static member exists");
+    // The old incarnation may still have a request parked: it is fenced now.
+    if let Some(r) = m.awaiting_join.take() {
+        let e = JoinReply::error(code::FENCED_INSTANCE_ID, &old);
+        reply(effects, r, Reply::Join(e));
+    }
+    if let Some(r) = m.awaiting_sync.take() {
+        let e = SyncReply::error(code::FENCED_INSTANCE_ID);
+        reply(effects, r, Reply::Sync(e));
+    }
+    m.member_id = member_id.clone();
+    m.client_id = j.client_id;
+    m.client_host = j.client_host;
+    m.session_timeout_ms = j.session_timeout_ms;
+    m.rebalance_timeout_ms = j.rebalance_timeout_ms.max(j.session_timeout_ms);
+    m.protocols = j.protocols;
+    m.last_heartbeat_ms = now_ms;
+    g.members.insert(member_id.clone(), m);
+    g.statics.insert(instance, member_id.clone());
+    if g.leader.as_deref() == Some(old.as_str()) {
+        g.leader = Some(member_id.clone());
+    }
+    if g.select_protocol().is_some() && g.select_protocol() == g.protocol_name {
+        tracing::info!(old = %old, new = %member_id, "static member rejoined without rebalance");
+        let is_leader = g.leader.as_deref() == Some(member_id.as_str());
+        let protocol = g.protocol_name.clone().unwrap_or_default();
+        let members = if is_leader {
+            g.members
+                .values()
+                .map(|m| {
+                    let metadata = m.metadata(&protocol);
+                    (m.member_id.clone(), m.instance_id.clone(), metadata)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let r = JoinReply {
+            error: code::NONE,
+            generation: g.generation,
+            protocol_type: g.protocol_type.clone(),
+            protocol_name: g.protocol_name.clone(),
+            leader: g.leader.clone().unwrap_or_default(),
+            member_id,
+            members,
+            skip_assignment: is_leader,
+        };
+        reply(effects, j.request, Reply::Join(r));
+        return;
+    }
+    // The protocol would change: rebalance, this member's join waits for it.
+    let m = g.members.get_mut(&member_id).expect("inserted above");
+    m.awaiting_join = Some(j.request);
+    prepare_rebalance(g, now_ms, effects);
 }
 
 fn max_rebalance_timeout(g: &Group) -> u64 {
@@ -1434,6 +1534,50 @@ fn persist_group_then(
         },
         other => other,
     }
+}
+
+/// The topics a classic group's members subscribe to, from their consumer-protocol metadata
+/// (Kafka's rule): empty for a group without members, `None` when unknown (another protocol
+/// type, no protocol chosen yet, or metadata that does not decode).
+fn classic_subscriptions(g: &Group) -> Option<BTreeSet<String>> {
+    if g.members.is_empty() {
+        return Some(BTreeSet::new());
+    }
+    if g.protocol_type.as_deref() != Some("consumer") {
+        return None;
+    }
+    let protocol = g.protocol_name.as_deref()?;
+    let mut topics = BTreeSet::new();
+    for m in g.members.values() {
+        topics.extend(consumer_subscription_topics(&m.metadata(protocol))?);
+    }
+    Some(topics)
+}
+
+/// The topics of a ConsumerProtocolSubscription (version, [topic], user data, ...), or `None`
+/// if the bytes are not one. Never panics on the (untrusted) bytes.
+pub fn consumer_subscription_topics(bytes: &[u8]) -> Option<Vec<String>> {
+    let mut at = 0usize;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let end = at.checked_add(n)?;
+        let s = bytes.get(at..end)?;
+        at = end;
+        Some(s)
+    };
+    let _version = take(2)?;
+    let count = i32::from_be_bytes(take(4)?.try_into().ok()?);
+    if !(0..=ASSIGNMENT_ENTRIES_MAX as i32).contains(&count) {
+        return None;
+    }
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let len = i16::from_be_bytes(take(2)?.try_into().ok()?);
+        if len < 0 {
+            return None;
+        }
+        out.push(String::from_utf8(take(len as usize)?.to_vec()).ok()?);
+    }
+    Some(out)
 }
 
 /// Most topics or partitions one consumer assignment may list for the decoder to walk.

@@ -1,9 +1,9 @@
 //! The group coordinator's shell: holds the core behind a lock, hands each request a waiter,
 //! executes the core's effects (replies go to their waiters; `Persist` appends record batches to
-//! `__consumer_offsets` through the partition log and its group commit, answering only once the
-//! records are durable under policy `fsync`), ticks the core, and rebuilds it from the offsets
-//! topic at start. Never reads the wall clock except through `Clock` (made monotonic here), and
-//! never names `std::fs`/`tokio::fs`.
+//! `__consumer_offsets` through the partition log and its group commit, in the order the core
+//! made them, answering only once the records are durable under policy `fsync`), ticks the
+//! core, and rebuilds it from the offsets topic at start. Never reads the wall clock except
+//! through `Clock` (made monotonic here), and never names `std::fs`/`tokio::fs`.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -40,6 +40,28 @@ struct Inner {
     waiters: BTreeMap<RequestId, oneshot::Sender<Reply>>,
     next_request: RequestId,
     last_now_ms: u64,
+    /// The ticket the next `Persist` effect gets (tickets fix the order of appends).
+    next_ticket: u64,
+}
+
+/// A `Persist` effect with its place in the append order.
+pub struct Pending {
+    ticket: u64,
+    effect: Effect,
+}
+
+/// Advances the append order past one ticket when dropped (also on error, cancel or panic),
+/// so a failed persist never stalls the ones after it.
+struct TicketDone<'a> {
+    order: &'a watch::Sender<u64>,
+    ticket: u64,
+}
+
+impl Drop for TicketDone<'_> {
+    fn drop(&mut self) {
+        let next = self.ticket + 1;
+        self.order.send_modify(|n| *n = (*n).max(next));
+    }
 }
 
 /// The coordinator as the broker holds it.
@@ -47,6 +69,11 @@ pub struct Groups {
     inner: Mutex<Inner>,
     /// Serialises appends to the offsets topic, so log order is the order commits are applied.
     write: tokio::sync::Mutex<()>,
+    /// The ticket whose records may be appended next: records reach the log in the order the
+    /// core produced them (a later snapshot of a key never lands before an earlier one).
+    order: watch::Sender<u64>,
+    /// End offset of the last append per offsets partition (what an empty persist waits for).
+    appended_end: Mutex<BTreeMap<i32, i64>>,
     /// `offsets.topic.num.partitions`.
     pub offsets_partitions: i32,
 }
@@ -60,8 +87,11 @@ impl Groups {
                 waiters: BTreeMap::new(),
                 next_request: 0,
                 last_now_ms: 0,
+                next_ticket: 0,
             }),
             write: tokio::sync::Mutex::new(()),
+            order: watch::channel(0).0,
+            appended_end: Mutex::new(BTreeMap::new()),
             offsets_partitions,
         }
     }
@@ -87,7 +117,7 @@ impl Groups {
         &self,
         now_ms: i64,
         make: impl FnOnce(RequestId) -> Event,
-    ) -> Option<(oneshot::Receiver<Reply>, Vec<Effect>)> {
+    ) -> Option<(oneshot::Receiver<Reply>, Vec<Pending>)> {
         let mut inner = self.lock();
         if inner.waiters.len() >= WAITERS_MAX {
             return None;
@@ -101,7 +131,7 @@ impl Groups {
     }
 
     /// Steps the core with an event that has no waiter of its own.
-    pub fn step(&self, now_ms: i64, event: Event) -> Vec<Effect> {
+    pub fn step(&self, now_ms: i64, event: Event) -> Vec<Pending> {
         step_locked(&mut self.lock(), now_ms, event)
     }
 
@@ -153,11 +183,17 @@ impl Groups {
                 }
             }
         }
+        let now = u64::try_from(broker.clock.now_ms()).unwrap_or(0);
+        {
+            let mut inner = self.lock();
+            let now = now.max(inner.last_now_ms);
+            inner.core.finish_replay(now);
+        }
         tracing::info!(records, "group coordinator state replayed");
     }
 }
 
-fn step_locked(inner: &mut Inner, now_ms: i64, event: Event) -> Vec<Effect> {
+fn step_locked(inner: &mut Inner, now_ms: i64, event: Event) -> Vec<Pending> {
     // The core needs time that never runs backwards; the wall clock may step back.
     let now = u64::try_from(now_ms).unwrap_or(0).max(inner.last_now_ms);
     inner.last_now_ms = now;
@@ -171,15 +207,22 @@ fn step_locked(inner: &mut Inner, now_ms: i64, event: Event) -> Vec<Effect> {
                     let _ = tx.send(reply);
                 }
             }
-            other => rest.push(other),
+            other => {
+                let ticket = inner.next_ticket;
+                inner.next_ticket += 1;
+                rest.push(Pending {
+                    ticket,
+                    effect: other,
+                });
+            }
         }
     }
     rest
 }
 
 /// Executes the effects `submit`/`step` returned, each `Persist` in its own task.
-pub fn spawn_effects<D: Disk, C: Clock>(broker: &Arc<Broker<D, C>>, effects: Vec<Effect>) {
-    for effect in effects {
+pub fn spawn_effects<D: Disk, C: Clock>(broker: &Arc<Broker<D, C>>, effects: Vec<Pending>) {
+    for Pending { ticket, effect } in effects {
         if let Effect::Persist {
             request,
             group,
@@ -190,11 +233,20 @@ pub fn spawn_effects<D: Disk, C: Clock>(broker: &Arc<Broker<D, C>>, effects: Vec
         {
             let broker = broker.clone();
             tokio::spawn(async move {
-                let result = persist(&broker, &group, records, entries).await;
+                let result = persist(&broker, ticket, &group, records, entries).await;
                 for (waiting, reply) in then {
                     let reply = match (&result, reply) {
                         (Ok(()), reply) => reply,
                         (Err(c), Reply::Sync(_)) => Reply::Sync(SyncReply::error(*c)),
+                        (Err(c), Reply::OffsetsDeleted(_)) => Reply::Offsets(*c),
+                        (Err(c), Reply::ConsumerHeartbeat(r)) => {
+                            Reply::ConsumerHeartbeat(super::consumer::HeartbeatReply {
+                                error: *c,
+                                heartbeat_interval_ms: 0,
+                                assignment: None,
+                                ..r
+                            })
+                        }
                         (Err(_), reply) => reply,
                     };
                     broker.groups.answer(waiting, reply);
@@ -242,13 +294,37 @@ async fn offsets_partition<D: Disk, C: Clock>(
 /// to the core in log order, and waits until the batch is durable (policy `fsync`).
 async fn persist<D: Disk, C: Clock>(
     broker: &Arc<Broker<D, C>>,
+    ticket: u64,
     group: &str,
     records: Vec<(Bytes, Option<Bytes>)>,
     entries: Vec<super::CommitEntry>,
 ) -> Result<(), i16> {
-    let now_ms = broker.clock.now_ms();
     let (partition, appended) = {
+        let done = TicketDone {
+            order: &broker.groups.order,
+            ticket,
+        };
+        let mut turn = broker.groups.order.subscribe();
+        // The sender lives as long as `broker`: waiting cannot fail while we hold it.
+        let _ = turn.wait_for(|next| *next >= ticket).await;
         let _order = broker.groups.write.lock().await;
+        let now_ms = broker.clock.now_ms();
+        if records.is_empty() {
+            // Nothing to write: wait until what was appended before is durable.
+            let index = schema::partition_for(group, broker.groups.offsets_partitions);
+            let end = broker
+                .groups
+                .appended_end
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&index)
+                .copied();
+            drop(done);
+            let (Some(end), Some(partition)) = (end, broker.partition(OFFSETS_TOPIC, index)) else {
+                return Ok(());
+            };
+            return wait_durable(&partition, end).await;
+        }
         let partition = offsets_partition(broker, group).await?;
         let batch: Vec<Record> = records
             .into_iter()
@@ -261,6 +337,12 @@ async fn persist<D: Disk, C: Clock>(
             .collect();
         let bytes = build_batch(&batch, &BatchOptions::default()).freeze();
         let appended = partition.append(bytes, now_ms).await?;
+        broker
+            .groups
+            .appended_end
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(partition.index, appended.end_offset);
         if !entries.is_empty() {
             let group = group.to_string();
             let effects = broker
@@ -268,12 +350,18 @@ async fn persist<D: Disk, C: Clock>(
                 .step(now_ms, Event::OffsetsAppended { group, entries });
             assert!(effects.is_empty(), "applying a commit produced effects");
         }
+        drop(done);
         (partition, appended)
     };
+    wait_durable(&partition, appended.end_offset).await
+}
+
+/// Waits until the offsets partition is durable below `end` (policy `fsync`; else at once).
+async fn wait_durable<D: Disk>(partition: &Arc<Partition<D>>, end: i64) -> Result<(), i16> {
     if partition.config().flush_policy != FlushPolicy::Fsync {
         return Ok(());
     }
-    match partition.wait_durable(appended.end_offset).await {
+    match partition.wait_durable(end).await {
         Ok(Outcome::Durable) => Ok(()),
         Ok(Outcome::Refused) => Err(code::REQUEST_TIMED_OUT),
         Ok(Outcome::Failed) | Err(_) => Err(code::KAFKA_STORAGE_ERROR),

@@ -14,6 +14,8 @@ struct Harness {
     core: Coordinator,
     next: RequestId,
     now: u64,
+    /// Every record the core asked to persist, in order (the offsets log).
+    log: Vec<(Bytes, Option<Bytes>)>,
 }
 
 fn harness() -> Harness {
@@ -27,6 +29,7 @@ fn harness() -> Harness {
         ),
         next: 1,
         now: 1_000,
+        log: Vec::new(),
     }
 }
 
@@ -49,7 +52,28 @@ impl Harness {
     fn step(&mut self, e: Event) -> Vec<Effect> {
         let mut effects = Vec::new();
         self.core.step(self.now, e, &mut effects);
+        for e in &effects {
+            if let Effect::Persist { records, .. } = e {
+                self.log.extend(records.iter().cloned());
+            }
+        }
         effects
+    }
+
+    /// A new coordinator rebuilt from this one's log, as after a restart at `now`.
+    fn restart(&self) -> Harness {
+        let mut h = harness();
+        h.now = self.now;
+        h.next = self.next + 1_000;
+        h.core = Coordinator::new(GroupConfig::default(), 0xdef);
+        for (k, v) in &self.log {
+            if let Some(stored) = schema::decode(k, v.as_deref()) {
+                h.core.replay(stored);
+            }
+        }
+        h.core.finish_replay(h.now);
+        h.log = self.log.clone();
+        h
     }
 
     fn request(&mut self) -> RequestId {
@@ -438,6 +462,156 @@ fn static_member_rejoining_fences_its_old_incarnation() {
 }
 
 #[test]
+fn static_member_rejoining_a_stable_group_keeps_its_assignment_without_a_rebalance() {
+    for static_leads in [false, true] {
+        let mut h = harness();
+        let (d, rd, rs);
+        if static_leads {
+            let (r, e) = h.join_event("", Some("inst"));
+            h.step(e);
+            rs = r;
+            (d, rd) = h.join_new();
+        } else {
+            (d, rd) = h.join_new();
+            let (r, e) = h.join_event("", Some("inst"));
+            h.step(e);
+            rs = r;
+        }
+        let effects = h.advance(DELAY_MS);
+        let js = join_reply(&effects, rs);
+        let jd = join_reply(&effects, rd);
+        assert_eq!((js.generation, jd.generation), (1, 1));
+        let s = js.member_id.clone();
+        assert_eq!(js.leader == s, static_leads);
+        let (leader, follower) = if static_leads { (&s, &d) } else { (&d, &s) };
+        let (leader, follower) = (leader.clone(), follower.clone());
+        let (rf, _) = h.sync(&follower, 1, vec![]);
+        let a = vec![
+            (s.clone(), assignment(&[0, 1])),
+            (d.clone(), assignment(&[2])),
+        ];
+        let (rl, effects) = h.sync(&leader, 1, a);
+        assert_eq!(sync_reply(&effects, rl).error, code::NONE);
+        assert_eq!(sync_reply(&effects, rf).error, code::NONE);
+        assert_eq!(h.state(), State::Stable);
+
+        // The static member's process restarts and joins with no member id.
+        let (r, e) = h.join_event("", Some("inst"));
+        let effects = h.step(e);
+        let j = join_reply(&effects, r);
+        assert_eq!(j.error, code::NONE, "answered at once");
+        assert_eq!(j.generation, 1, "no new generation");
+        assert_ne!(j.member_id, s);
+        assert_eq!(j.skip_assignment, static_leads);
+        assert_eq!(j.members.is_empty(), !static_leads);
+        assert_eq!(h.state(), State::Stable);
+        assert_eq!(
+            h.heartbeat(&d, 1),
+            code::NONE,
+            "the other member does not rebalance"
+        );
+        let (r, effects) = h.sync(&j.member_id, 1, vec![]);
+        assert_eq!(sync_reply(&effects, r).assignment, assignment(&[0, 1]));
+        // The old incarnation is fenced.
+        let request = h.request();
+        let effects = h.step(Event::Heartbeat {
+            request,
+            group: "g".into(),
+            generation: 1,
+            member_id: s.clone(),
+            instance_id: Some("inst".into()),
+        });
+        assert_eq!(
+            find(&effects, request),
+            Some(Reply::Code(code::FENCED_INSTANCE_ID))
+        );
+    }
+}
+
+/// A ConsumerProtocolSubscription v0 naming `topics`.
+fn subscription(topics: &[&str]) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_i16(0);
+    b.put_i32(topics.len() as i32);
+    for t in topics {
+        b.put_i16(t.len() as i16);
+        b.put_slice(t.as_bytes());
+    }
+    b.put_i32(-1);
+    b.freeze()
+}
+
+#[test]
+fn offset_delete_refuses_only_topics_the_members_subscribe_to() {
+    let mut h = harness();
+    let (r, e) = h.join_event("", Some("i"));
+    let Event::Join(mut j) = e else {
+        panic!("join_event makes a join")
+    };
+    j.protocols = vec![("range".into(), subscription(&["t"]))];
+    h.step(Event::Join(j));
+    let effects = h.advance(DELAY_MS);
+    let m = join_reply(&effects, r).member_id;
+    let (rs, effects) = h.sync(&m, 1, vec![(m.clone(), assignment(&[0]))]);
+    assert_eq!(sync_reply(&effects, rs).error, code::NONE);
+    for topic in ["t", "gone"] {
+        let request = h.request();
+        let effects = h.step(Event::CommitOffsets {
+            request,
+            group: "g".into(),
+            generation: 1,
+            member_id: m.clone(),
+            instance_id: Some("i".into()),
+            entries: vec![CommitEntry {
+                topic: topic.into(),
+                partition: 0,
+                value: OffsetValue {
+                    offset: 3,
+                    leader_epoch: 0,
+                    metadata: String::new(),
+                    commit_timestamp_ms: 0,
+                },
+            }],
+        });
+        let Some(Effect::Persist { group, entries, .. }) = effects.first().cloned() else {
+            panic!("commit refused: {effects:?}")
+        };
+        h.step(Event::OffsetsAppended { group, entries });
+    }
+    let request = h.request();
+    let effects = h.step(Event::DeleteOffsets {
+        request,
+        group: "g".into(),
+        partitions: vec![("t".into(), 0), ("gone".into(), 0)],
+    });
+    match &effects[..] {
+        [Effect::Persist { records, then, .. }] => {
+            assert_eq!(records, &vec![(schema::offset_key("g", "gone", 0), None)]);
+            assert_eq!(
+                then,
+                &vec![(
+                    request,
+                    Reply::OffsetsDeleted(vec![("t".into(), 0, code::GROUP_SUBSCRIBED_TO_TOPIC)])
+                )]
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let g = h.core.group("g").expect("g");
+    assert!(g.offsets.contains_key(&("t".to_string(), 0)));
+    assert!(!g.offsets.contains_key(&("gone".to_string(), 0)));
+    // Metadata that is not a subscription: every topic counts as subscribed.
+    assert_eq!(consumer_subscription_topics(b"r"), None);
+    // Cut anywhere before the end of the topic list (12 bytes), it is not a subscription.
+    for n in 0..12 {
+        assert_eq!(
+            consumer_subscription_topics(&subscription(&["a", "b"])[..n]),
+            None
+        );
+    }
+}
+
+#[test]
 fn simple_commit_on_an_empty_group_is_persisted_then_applied() {
     let mut h = harness();
     let effects = h.commit("", -1, 42);
@@ -765,5 +939,146 @@ mod kip848 {
             join_reply(&h.step(Event::Join(j)), r).error,
             code::INCONSISTENT_GROUP_PROTOCOL
         );
+    }
+
+    /// Like `hb`, also saying whether the reply waited for records to be durable.
+    fn hb_persisted(
+        h: &mut Harness,
+        member: &str,
+        epoch: i32,
+        owned: Option<&[i32]>,
+    ) -> (HeartbeatReply, bool) {
+        let request = h.request();
+        let effects = h.step(Event::ConsumerHeartbeat(Heartbeat {
+            request,
+            group: "cg".into(),
+            member_id: member.into(),
+            member_epoch: epoch,
+            instance_id: None,
+            rack_id: None,
+            rebalance_timeout_ms: 30_000,
+            subscribed: None,
+            assignor: None,
+            owned: owned.map(|ps| vec![(TOPIC_ID, ps.to_vec())]),
+            client_id: "c".into(),
+            client_host: "h".into(),
+            topics: topics(),
+        }));
+        let waited = answered_after_persist(&effects, request);
+        match find(&effects, request) {
+            Some(Reply::ConsumerHeartbeat(r)) => (r, waited),
+            other => panic!("heartbeat answered {other:?}"),
+        }
+    }
+
+    #[test]
+    fn replies_that_move_epochs_or_assignments_wait_for_the_records() {
+        let mut h = harness();
+        let request = h.request();
+        let effects = h.step(Event::ConsumerHeartbeat(Heartbeat {
+            request,
+            group: "cg".into(),
+            member_id: "a".into(),
+            member_epoch: 0,
+            instance_id: None,
+            rack_id: None,
+            rebalance_timeout_ms: 30_000,
+            subscribed: Some(vec!["t".into()]),
+            assignor: Some("uniform".into()),
+            owned: None,
+            client_id: "c".into(),
+            client_host: "h".into(),
+            topics: topics(),
+        }));
+        assert!(answered_after_persist(&effects, request), "join waits");
+        let Some(Reply::ConsumerHeartbeat(a)) = find(&effects, request) else {
+            panic!("no reply")
+        };
+        // A plain heartbeat that changes nothing is answered at once, writing nothing.
+        let before = h.log.len();
+        let (r, waited) = hb_persisted(&mut h, "a", a.member_epoch, Some(&[0, 1, 2, 3, 4, 5]));
+        assert_eq!(r.error, code::NONE);
+        assert!(!waited);
+        assert_eq!(h.log.len(), before, "nothing changed, nothing written");
+        // A second member moves the group epoch and a's assignment: a's reply waits.
+        hb(&mut h, "b", 0, None, true);
+        let (r, waited) = hb_persisted(&mut h, "a", a.member_epoch, Some(&[0, 1, 2, 3, 4, 5]));
+        assert_eq!(parts(&r.assignment), [0, 2, 4]);
+        assert!(waited, "a revocation is answered once it is durable");
+    }
+
+    #[test]
+    fn a_restart_keeps_epochs_members_and_assignments() {
+        let mut h = harness();
+        let a = hb(&mut h, "a", 0, None, true);
+        let b = hb(&mut h, "b", 0, None, true);
+        hb(
+            &mut h,
+            "a",
+            a.member_epoch,
+            Some(&[0, 1, 2, 3, 4, 5]),
+            false,
+        );
+        let a2 = hb(&mut h, "a", a.member_epoch, Some(&[0, 2, 4]), false);
+        let b2 = hb(&mut h, "b", b.member_epoch, Some(&[]), false);
+        assert_eq!(parts(&b2.assignment), [1, 3, 5]);
+        let group_epoch = h.core.consumer_group("cg").expect("cg").epoch;
+
+        let mut r = h.restart();
+        let g = r.core.consumer_group("cg").expect("restored");
+        assert_eq!(g.epoch, group_epoch);
+        assert_eq!(g.state(), "Stable");
+        assert_eq!(g.members["a"].member_epoch, a2.member_epoch);
+        assert_eq!(g.members["b"].member_epoch, b2.member_epoch);
+        // Both continue with their epochs; the full assignment is sent again once.
+        let (ra, _) = hb_persisted(&mut r, "a", a2.member_epoch, Some(&[0, 2, 4]));
+        assert_eq!(ra.error, code::NONE);
+        assert_eq!(ra.member_epoch, a2.member_epoch);
+        assert_eq!(parts(&ra.assignment), [0, 2, 4]);
+        let (rb, waited) = hb_persisted(&mut r, "b", b2.member_epoch, Some(&[1, 3, 5]));
+        assert_eq!(rb.error, code::NONE);
+        assert_eq!(parts(&rb.assignment), [1, 3, 5]);
+        assert!(!waited, "nothing changed by the restart");
+        // A member silent after the restart expires one session later and b takes over.
+        r.now += GroupConfig::default().consumer_session_timeout_ms / 2;
+        hb_persisted(&mut r, "b", b2.member_epoch, Some(&[1, 3, 5]));
+        r.now += GroupConfig::default().consumer_session_timeout_ms / 2 + 1;
+        r.step(Event::Tick);
+        let g = r.core.consumer_group("cg").expect("cg");
+        assert!(!g.members.contains_key("a"));
+        assert!(g.epoch > group_epoch);
+        // ... and a further restart still knows a is gone (its records were tombstoned).
+        let r2 = r.restart();
+        let g = r2.core.consumer_group("cg").expect("cg");
+        assert_eq!(g.members.keys().collect::<Vec<_>>(), ["b"]);
+    }
+
+    #[test]
+    fn a_revocation_in_flight_survives_a_restart() {
+        let mut h = harness();
+        let a = hb(&mut h, "a", 0, None, true);
+        hb(
+            &mut h,
+            "a",
+            a.member_epoch,
+            Some(&[0, 1, 2, 3, 4, 5]),
+            false,
+        );
+        let b = hb(&mut h, "b", 0, None, true);
+        let a2 = hb(
+            &mut h,
+            "a",
+            a.member_epoch,
+            Some(&[0, 1, 2, 3, 4, 5]),
+            false,
+        );
+        assert_eq!(parts(&a2.assignment), [0, 2, 4], "a is revoking 1, 3, 5");
+        let mut r = h.restart();
+        // b must not get a's partitions before a released them, restart or not.
+        let (rb, _) = hb_persisted(&mut r, "b", b.member_epoch, Some(&[]));
+        assert!(parts(&rb.assignment).is_empty());
+        hb_persisted(&mut r, "a", a.member_epoch, Some(&[0, 2, 4]));
+        let (rb, _) = hb_persisted(&mut r, "b", b.member_epoch, Some(&[]));
+        assert_eq!(parts(&rb.assignment), [1, 3, 5]);
     }
 }

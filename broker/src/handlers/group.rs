@@ -186,6 +186,9 @@ pub async fn join_group<D: Disk, C: Clock>(
             if v >= 7 {
                 out = out.with_protocol_type(sopt(&r.protocol_type));
             }
+            if v >= 9 {
+                out = out.with_skip_assignment(r.skip_assignment);
+            }
             if v < 7 && out.protocol_name.is_none() {
                 // Non-nullable before v7.
                 out = out.with_protocol_name(Some(s("")));
@@ -549,15 +552,18 @@ pub async fn offset_delete<D: Disk, C: Clock>(
             partitions,
         },
         move |reply| {
-            let c = match reply {
-                Some(group::Reply::Offsets(c)) => c,
-                _ => code::COORDINATOR_NOT_AVAILABLE,
+            let (c, refused) = match reply {
+                Some(group::Reply::Offsets(c)) => (c, Vec::new()),
+                Some(group::Reply::OffsetsDeleted(refused)) => (code::NONE, refused),
+                _ => (code::COORDINATOR_NOT_AVAILABLE, Vec::new()),
             };
             // Group-wide errors go at the top; per-partition ones on each partition.
             let (top, each) = match c {
                 code::GROUP_ID_NOT_FOUND | code::COORDINATOR_NOT_AVAILABLE => (c, code::NONE),
                 _ => (code::NONE, c),
             };
+            let refused: std::collections::BTreeMap<(String, i32), i16> =
+                refused.into_iter().map(|(t, p, e)| ((t, p), e)).collect();
             let topics = shape
                 .iter()
                 .map(|(t, ps)| {
@@ -566,9 +572,11 @@ pub async fn offset_delete<D: Disk, C: Clock>(
                         .with_partitions(
                             ps.iter()
                                 .map(|p| {
+                                    let e =
+                                        refused.get(&(t.to_string(), *p)).copied().unwrap_or(each);
                                     OffsetDeleteResponsePartition::default()
                                         .with_partition_index(*p)
-                                        .with_error_code(each)
+                                        .with_error_code(e)
                                 })
                                 .collect(),
                         )

@@ -13,6 +13,7 @@
 
 mod admin;
 mod consumer;
+mod consumer_member;
 mod group;
 mod producer;
 mod session;
@@ -35,6 +36,9 @@ use crate::records::RecordsError;
 
 pub use admin::{Admin, BrokerInfo, Metadata, PartitionInfo, TopicInfo};
 pub use consumer::{Consumer, FetchOk, ListOffsetsOk};
+pub use consumer_member::{
+    ConsumerMember, ConsumerMemberConfig, HeartbeatOk, TopicId, TopicIdPartitions,
+};
 pub use group::{
     decode_assignment, group_error_is_definite, range_assign, Assignment, GroupConfig,
     GroupDescription, GroupMember, ListedGroup, MemberDescription, GROUP_DEFINITE_CODES,
@@ -72,6 +76,8 @@ pub const CLIENT_VERSIONS: &[(i16, i16, i16)] = &[
     (ApiKey::OffsetFetch as i16, 1, 7),
     (ApiKey::ListGroups as i16, 0, 4),
     (ApiKey::DescribeGroups as i16, 0, 5),
+    // KIP-848 (`consumer_member.rs`).
+    (ApiKey::ConsumerGroupHeartbeat as i16, 0, 0),
 ];
 
 /// Broker error codes after which the request was certainly not applied (NOT_ENOUGH_REPLICAS is

@@ -5,6 +5,9 @@
 use crate::history::History;
 
 pub mod acked_durable;
+pub mod compaction_equivalence;
+pub mod compaction_latest;
+pub mod compaction_tombstone_retention;
 pub mod group_commits_monotonic;
 pub mod group_no_gap;
 pub mod group_single_owner;
@@ -45,6 +48,12 @@ pub const ALL: &[(&str, CheckFn)] = &[
         group_stale_commit_rejected::check,
     ),
     ("group_no_gap", group_no_gap::check),
+    ("compaction_latest", compaction_latest::check),
+    ("compaction_equivalence", compaction_equivalence::check),
+    (
+        "compaction_tombstone_retention",
+        compaction_tombstone_retention::check,
+    ),
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq)]

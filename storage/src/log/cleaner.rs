@@ -391,7 +391,9 @@ impl<D: Disk> PartitionLog<D> {
             oldest_dirty_timestamp: -1,
             ..DirtyInfo::default()
         };
-        let sealed = self.segments.len() - 1;
+        // Planted bug `cleaner_touches_active`: the active segment counts as cleanable.
+        let touches_active = self.config.hooks.mutant("cleaner_touches_active");
+        let sealed = self.segments.len() - usize::from(!touches_active);
         for seg in self.segments.values().take(sealed) {
             let young = min_compaction_lag_ms > 0
                 && now_ms.saturating_sub(seg.max_timestamp) < min_compaction_lag_ms;
@@ -489,6 +491,8 @@ impl<D: Disk> PartitionLog<D> {
         }
         // 1. The key map over whole dirty segments, within the bounds.
         let mut map = OffsetMap::new();
+        // Planted bug `cleaner_drops_latest`: every mapped record looks superseded.
+        let shift = i64::from(self.config.hooks.mutant("cleaner_drops_latest"));
         let mut map_end = info.first_dirty_offset;
         let mut mapped_bytes = 0u64;
         let dirty: Vec<i64> = self
@@ -518,7 +522,7 @@ impl<D: Disk> PartitionLog<D> {
                 })?;
                 for (offset, record) in decoded {
                     if let Some(key) = &record.key {
-                        if !trial.put(key, offset) {
+                        if !trial.put(key, offset + shift) {
                             fits = false;
                             break;
                         }
@@ -570,8 +574,12 @@ impl<D: Disk> PartitionLog<D> {
         let Some(seg) = self.segments.get(&base) else {
             return Ok(());
         };
+        // Planted bug `cleaner_touches_active`: the active segment is rewritten as planned,
+        // whatever was appended to it since.
+        let touches_active = self.config.hooks.mutant("cleaner_touches_active");
         let sealed = base < self.active().base_offset;
-        if !sealed || seg.next_offset > plan.map_end || seg.next_offset > self.durable_end_offset {
+        let grew = seg.next_offset > plan.map_end || seg.next_offset > self.durable_end_offset;
+        if !touches_active && (!sealed || grew) {
             return Err(LogError::InvalidBatch(
                 "cleaner target is not a durable sealed segment",
             ));
@@ -579,7 +587,9 @@ impl<D: Disk> PartitionLog<D> {
         let map = &plan.map;
         let stats = &mut plan.stats;
         {
-            let headers = self.batch_headers(base).await?;
+            // Only the planned range (every batch of a sealed segment below the mapped end).
+            let mut headers = self.batch_headers(base).await?;
+            headers.retain(|(_, hdr)| hdr.last_offset() < plan.map_end);
             stats.bytes_cleaned += self.segments[&base].size_bytes;
             stats.bytes_read += self.segments[&base].size_bytes;
             let mut out = Vec::new();
@@ -657,8 +667,10 @@ impl<D: Disk> PartitionLog<D> {
         options: &CleanOptions,
     ) -> Result<(), LogError> {
         let old = &self.segments[&base];
+        let touches_active = self.config.hooks.mutant("cleaner_touches_active");
         assert!(
-            old.next_offset <= self.durable_end_offset && base < self.active().base_offset,
+            touches_active
+                || (old.next_offset <= self.durable_end_offset && base < self.active().base_offset),
             "the cleaner only rewrites durable sealed segments"
         );
         let next_offset = old.next_offset;
@@ -679,7 +691,7 @@ impl<D: Disk> PartitionLog<D> {
             self.pending_sync.remove(&name);
             remove_if_present(&self.disk, &name).await?;
         }
-        self.disk.sync_dir(&self.dir).await?;
+        self.swap_sync_dir().await?;
         simulated_crash(2, options)?;
         // Step 3: the atomic switch. From here on the in-memory segment may describe a file
         // that is no longer there: any failure fails the partition (reopen recovers it).
@@ -698,6 +710,16 @@ impl<D: Disk> PartitionLog<D> {
         }
     }
 
+    /// `sync_dir` of the partition directory during a swap (skipped by the planted bug
+    /// `cleaner_swap_no_sync_dir`).
+    async fn swap_sync_dir(&self) -> Result<(), LogError> {
+        if self.config.hooks.mutant("cleaner_swap_no_sync_dir") {
+            return Ok(());
+        }
+        self.disk.sync_dir(&self.dir).await?;
+        Ok(())
+    }
+
     async fn finish_swap(
         &mut self,
         base: i64,
@@ -705,7 +727,7 @@ impl<D: Disk> PartitionLog<D> {
         next_offset: i64,
         options: &CleanOptions,
     ) -> Result<(), LogError> {
-        self.disk.sync_dir(&self.dir).await?;
+        self.swap_sync_dir().await?;
         simulated_crash(3, options)?;
         // Step 4: the new in-memory segment and its index files.
         let file = self.disk.open(log_name, OpenMode::Existing).await?;
@@ -747,7 +769,7 @@ impl<D: Disk> PartitionLog<D> {
             &seg.time_index.encode(),
         )
         .await?;
-        self.disk.sync_dir(&self.dir).await?;
+        self.swap_sync_dir().await?;
         self.segments.insert(base, seg);
         Ok(())
     }
