@@ -476,6 +476,15 @@ impl<D: Disk> PartitionLog<D> {
             self.failed = true;
             return LogError::Failed;
         }
+        // The cut must be durable before anything is appended behind it: otherwise a power loss
+        // can bring the failed write's bytes back, and once this segment is sealed they sit
+        // between its last batch and the next segment's base as an unreadable range
+        // (sim: single_compaction 210607917954032).
+        if let Err(undo) = self.disk.sync(&file).await {
+            tracing::error!(dir = %self.dir, %undo, "cannot sync a cut-back segment; log failed");
+            self.failed = true;
+            return LogError::Failed;
+        }
         LogError::Disk(error)
     }
 
