@@ -11,10 +11,10 @@ use std::collections::BTreeMap;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use samsa_storage::log::epoch_cache::LeaderEpochCache;
 
 use crate::controller::{AlterPartition, BrokerRegistration, Controller, ControllerConfig};
 use crate::controller::{CreateTopic, ElectionType};
-use crate::epoch_cache::LeaderEpochCache;
 use crate::metadata::{MetadataImage, MIN_INSYNC_REPLICAS, UNCLEAN_LEADER_ELECTION_ENABLE};
 use crate::planted::Planted;
 use crate::records::{BrokerId, MetadataRecord, TopicId, NO_LEADER};
@@ -133,7 +133,7 @@ impl Model {
                 alive: true,
                 incarnation: id as u128,
                 log: Vec::new(),
-                cache: LeaderEpochCache::with_planted(planted),
+                cache: LeaderEpochCache::new(),
                 high_watermark: 0,
                 role: Role::Offline,
             })
@@ -487,7 +487,10 @@ impl Model {
         }
         self.stats.truncated_records += node.log.len() - to;
         node.log.truncate(to);
-        node.cache.truncate_from_end(to as i64);
+        // Planted bug: the cache keeps epochs whose records the truncation removed.
+        if !self.planted.epoch_cache_not_truncated() {
+            node.cache.truncate_from_end(to as i64);
+        }
         node.high_watermark = node.high_watermark.min(to as i64);
         Ok(())
     }
@@ -570,7 +573,7 @@ impl Model {
         if self.rng.gen_ratio(1, 5) {
             node.incarnation += 1000;
             node.log.clear();
-            node.cache = LeaderEpochCache::with_planted(self.planted);
+            node.cache = LeaderEpochCache::new();
             node.high_watermark = 0;
         }
         self.register(i)

@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 
 use samsa_net::error::{code, ErrorCode};
 
-use crate::epoch_cache::{LeaderEpochCache, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 use crate::planted::Planted;
 use crate::records::BrokerId;
+use samsa_storage::log::epoch_cache::{LeaderEpochCache, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 
 /// Identifies one acks=all produce waiting for the high watermark.
 pub type WaiterId = u64;

@@ -2,6 +2,8 @@
 //! `recovery-point.checkpoint`): one i64 with a magic and a CRC-32C, replaced atomically (write a
 //! `.tmp`, sync it, rename over the old name, sync the directory). Never trusts what it reads back:
 //! a missing, torn or rotted checkpoint reads as `None` and the caller falls back to a scan.
+//! The `leader-epoch-checkpoint` (Kafka's text format, no checksum) is replaced the same way and
+//! read back with `read_stable`; its caller checks every entry against the log.
 
 use crate::disk::{Disk, DiskError, OpenMode};
 use crate::log::index::be_u32;
@@ -15,6 +17,8 @@ pub const LOG_START_CHECKPOINT: &str = "log-start-offset.checkpoint";
 pub const RECOVERY_POINT_CHECKPOINT: &str = "recovery-point.checkpoint";
 /// The cleaner's first dirty offset (everything below it was cleaned at least once).
 pub const CLEANER_CHECKPOINT: &str = "cleaner-offset.checkpoint";
+/// The leader-epoch cache (`epoch_cache`'s text format, as Kafka names and writes it).
+pub const LEADER_EPOCH_CHECKPOINT: &str = "leader-epoch-checkpoint";
 
 pub fn encode(value: i64) -> [u8; CHECKPOINT_BYTES] {
     let mut out = [0u8; CHECKPOINT_BYTES];
@@ -68,13 +72,60 @@ pub async fn read<D: Disk>(disk: &D, dir: &str, name: &str) -> Result<Option<i64
 
 /// Atomically replaces `dir/name` with `value`; durable when this returns `Ok`.
 pub async fn write<D: Disk>(disk: &D, dir: &str, name: &str, value: i64) -> Result<(), DiskError> {
+    write_bytes(disk, dir, name, &encode(value)).await
+}
+
+/// Atomically replaces `dir/name` with `bytes` (write `.tmp`, sync, rename, sync the directory);
+/// durable when this returns `Ok`. A crash at any step leaves the old file or the new one.
+pub async fn write_bytes<D: Disk>(
+    disk: &D,
+    dir: &str,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(), DiskError> {
     let tmp = format!("{dir}/{name}.tmp");
     let file = disk.open(&tmp, OpenMode::CreateOrOpen).await?;
     disk.set_len(&file, 0).await?;
-    disk.write_at(&file, 0, &encode(value)).await?;
+    disk.write_at(&file, 0, bytes).await?;
     disk.sync(&file).await?;
     disk.rename(&tmp, &format!("{dir}/{name}")).await?;
     disk.sync_dir(dir).await
+}
+
+/// Reads all of `dir/name` (at most `max_bytes`) for a format without a checksum: the file is
+/// read until two consecutive reads agree, so a transient flip on the read path is not taken for
+/// the content. `Ok(None)` when absent, larger than `max_bytes`, or never read the same twice.
+pub async fn read_stable<D: Disk>(
+    disk: &D,
+    dir: &str,
+    name: &str,
+    max_bytes: usize,
+) -> Result<Option<Vec<u8>>, DiskError> {
+    let file = match disk
+        .open(&format!("{dir}/{name}"), OpenMode::Existing)
+        .await
+    {
+        Ok(file) => file,
+        Err(DiskError::NotFound) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let len = disk.len(&file).await?;
+    if len > max_bytes as u64 {
+        tracing::warn!(dir, name, len, "ignoring oversized checkpoint");
+        return Ok(None);
+    }
+    let mut last: Option<Vec<u8>> = None;
+    for _ in 0..=crate::log::segment::REREADS_ON_MISMATCH {
+        let mut buf = vec![0u8; len as usize];
+        let n = disk.read_at(&file, 0, &mut buf).await?;
+        buf.truncate(n);
+        if last.as_ref() == Some(&buf) {
+            return Ok(Some(buf));
+        }
+        last = Some(buf);
+    }
+    tracing::warn!(dir, name, "checkpoint reads disagree; ignoring it");
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -12,10 +12,22 @@
 //! A failed `write_at` during append leaves the log end offset where it was: the file is cut
 //! back to the last good byte and the next append overwrites the region; if even that cut fails,
 //! the partition enters the failed state.
+//!
+//! Leader epochs (KIP-101/279): the log keeps a `LeaderEpochCache` in step with its batches
+//! (assigned by appends, truncated with the log at both ends) and persists it as
+//! `leader-epoch-checkpoint`. Rule: no batch bytes are written while the durable checkpoint
+//! might lack an entry the in-memory cache has. An append that starts a new epoch therefore
+//! writes the checkpoint (tmp, sync, rename, sync_dir) *before* it writes its batch, off the
+//! group-commit path: `flush_plan`/`execute_flush` are unchanged, and any batch a flush makes
+//! durable already has its epoch in a durable checkpoint. A truncation rewrites the checkpoint
+//! after the log is cut; if that write fails, the next append rewrites it before writing bytes.
+//! A durable checkpoint may therefore hold entries past the durable log end (never missing
+//! ones); recovery drops those and checks every remaining entry against the batches.
 
 pub mod batch_view;
 pub mod checkpoint;
 pub mod cleaner;
+pub mod epoch_cache;
 pub mod index;
 pub mod producer_state;
 mod recovery;
@@ -30,6 +42,7 @@ use samsa_net::Hooks;
 
 use crate::disk::{Disk, DiskError, OpenMode};
 use batch_view::Hdr;
+use epoch_cache::{EpochCacheError, EpochEntry, LeaderEpochCache};
 use producer_state::{Outcome, ProducerError, ProducerStateTable, PRODUCER_BATCHES_RETAINED};
 use segment::{BatchCursor, Scanned, Segment, SEEK_CHUNK_BYTES};
 
@@ -62,6 +75,10 @@ pub struct LogConfig {
     pub max_message_bytes: usize,
     pub message_timestamp_type: TimestampType,
     pub hooks: Hooks,
+    /// Unit tests' switch for the `epoch_cache_not_truncated` planted bug (`Hooks::mutant`
+    /// answers only in simulation builds).
+    #[cfg(test)]
+    pub(crate) planted_epoch_cache_not_truncated: bool,
 }
 
 impl Default for LogConfig {
@@ -75,6 +92,8 @@ impl Default for LogConfig {
             max_message_bytes: 1_048_588,
             message_timestamp_type: TimestampType::CreateTime,
             hooks: Hooks::default(),
+            #[cfg(test)]
+            planted_epoch_cache_not_truncated: false,
         }
     }
 }
@@ -100,6 +119,9 @@ pub enum LogError {
     InvalidBatch(&'static str),
     /// A batch is larger than `max_message_bytes`.
     MessageTooLarge { bytes: usize },
+    /// The append's leader epoch is older than the log's latest (a fenced leader), or the
+    /// leader-epoch cache is full.
+    LeaderEpoch(EpochCacheError),
 }
 
 impl LogError {
@@ -114,6 +136,10 @@ impl LogError {
             LogError::Producer(e) => e.error_code(),
             LogError::InvalidBatch(_) => code::CORRUPT_MESSAGE,
             LogError::MessageTooLarge { .. } => code::MESSAGE_TOO_LARGE,
+            LogError::LeaderEpoch(EpochCacheError::NotMonotonic { .. }) => {
+                code::FENCED_LEADER_EPOCH
+            }
+            LogError::LeaderEpoch(_) => code::KAFKA_STORAGE_ERROR,
         }
     }
 }
@@ -137,6 +163,7 @@ impl std::fmt::Display for LogError {
             LogError::Producer(e) => write!(f, "producer: {e}"),
             LogError::InvalidBatch(what) => write!(f, "invalid batch: {what}"),
             LogError::MessageTooLarge { bytes } => write!(f, "batch of {bytes} bytes too large"),
+            LogError::LeaderEpoch(e) => write!(f, "leader epoch: {e:?}"),
         }
     }
 }
@@ -228,6 +255,13 @@ pub struct PartitionLog<D: Disk> {
     rolls: u64,
     generation: u64,
     failed: bool,
+    /// Leader epochs of the batches in the log (see the module doc for the persistence rule).
+    epochs: LeaderEpochCache,
+    /// The durable `leader-epoch-checkpoint` may differ from `epochs`: rewrite it before the
+    /// next batch bytes are written.
+    epochs_dirty: bool,
+    /// Checkpoint writes since open (a figure for tests and benchmarks).
+    epoch_checkpoint_writes: u64,
 }
 
 /// Runs a flush plan: syncs its files, then its directory, then writes the recovery point.
@@ -305,6 +339,99 @@ impl<D: Disk> PartitionLog<D> {
         &self.producers
     }
 
+    /// The newest leader epoch of the log (or assigned by `assign_leader_epoch`), if any.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.latest_epoch()
+    }
+
+    /// OffsetForLeaderEpoch (KIP-279): the largest epoch `<= requested` this log holds and the
+    /// offset where it ends (the log end offset for the latest epoch; a request older than every
+    /// epoch gets `(requested, first start offset)`); `(-1, -1)` when the log knows no answer.
+    pub fn end_offset_for_epoch(&self, requested: i32) -> (i32, i64) {
+        self.epochs.end_offset_for(requested, self.log_end_offset)
+    }
+
+    /// `(epoch, start offset)` of every leader epoch in the log, oldest first.
+    pub fn epoch_entries(&self) -> &[EpochEntry] {
+        self.epochs.entries()
+    }
+
+    /// The cache itself, for the replication cores that take one (samsa-cluster's
+    /// `offset_for_leader_epoch`, `follower_truncation`, `first_requested_epoch`).
+    pub fn epoch_cache(&self) -> &LeaderEpochCache {
+        &self.epochs
+    }
+
+    /// How many times `leader-epoch-checkpoint` was written since open.
+    pub fn epoch_checkpoint_writes(&self) -> u64 {
+        self.epoch_checkpoint_writes
+    }
+
+    /// A new leader records `epoch` at the log end before its first append, as Kafka does on
+    /// becoming leader, so OffsetForLeaderEpoch answers for it at once. Durable on `Ok`; a
+    /// no-op when `epoch` is already the latest; refused (FENCED_LEADER_EPOCH) when older.
+    pub async fn assign_leader_epoch(&mut self, epoch: i32) -> Result<(), LogError> {
+        self.check_live()?;
+        if epoch < 0 {
+            let entry = EpochEntry {
+                epoch,
+                start_offset: self.log_end_offset,
+            };
+            let refused = EpochCacheError::NotMonotonic {
+                last: entry,
+                new: entry,
+            };
+            return Err(LogError::LeaderEpoch(refused));
+        }
+        self.stage_epoch(epoch, self.log_end_offset)?;
+        self.persist_epochs_if_dirty().await
+    }
+
+    /// Records in memory that `epoch` starts at `start_offset` (no-op for a batch without an
+    /// epoch, or for the latest epoch); the caller persists before writing batch bytes.
+    fn stage_epoch(&mut self, epoch: i32, start_offset: i64) -> Result<(), LogError> {
+        if epoch < 0 || self.epochs.latest_epoch() == Some(epoch) {
+            return Ok(());
+        }
+        self.epochs
+            .assign(epoch, start_offset)
+            .map_err(LogError::LeaderEpoch)?;
+        self.epochs_dirty = true;
+        Ok(())
+    }
+
+    /// Rewrites `leader-epoch-checkpoint` when the durable one may differ from memory. On
+    /// failure the flag stays set, so the next append retries before it writes any bytes.
+    async fn persist_epochs_if_dirty(&mut self) -> Result<(), LogError> {
+        if !self.epochs_dirty {
+            return Ok(());
+        }
+        let text = self.epochs.encode_checkpoint();
+        checkpoint::write_bytes(
+            &self.disk,
+            &self.dir,
+            checkpoint::LEADER_EPOCH_CHECKPOINT,
+            text.as_bytes(),
+        )
+        .await?;
+        self.epochs_dirty = false;
+        self.epoch_checkpoint_writes += 1;
+        Ok(())
+    }
+
+    /// The log now ends at `log_end_offset`: forget the epochs that start at or after it
+    /// (except under the `epoch_cache_not_truncated` planted bug).
+    fn truncate_epochs_from_end(&mut self, log_end_offset: i64) {
+        if epoch_cache_not_truncated(&self.config) {
+            return;
+        }
+        let before = self.epochs.entries().len();
+        self.epochs.truncate_from_end(log_end_offset);
+        if self.epochs.entries().len() != before {
+            self.epochs_dirty = true;
+        }
+    }
+
     fn check_live(&self) -> Result<(), LogError> {
         if self.failed {
             Err(LogError::Failed)
@@ -335,6 +462,18 @@ impl<D: Disk> PartitionLog<D> {
         assert!(self.log_start_offset <= self.log_end_offset);
         assert!(self.durable_end_offset <= self.log_end_offset);
         assert_eq!(self.active().next_offset, self.log_end_offset);
+        // An epoch may start at the log end (a leader before its first append), never past it.
+        assert!(
+            epoch_cache_not_truncated(&self.config)
+                || self
+                    .epochs
+                    .entries()
+                    .last()
+                    .is_none_or(|e| e.start_offset <= self.log_end_offset),
+            "leader epoch {:?} starts past the log end {}",
+            self.epochs.entries().last(),
+            self.log_end_offset
+        );
         debug_assert!(self
             .segments
             .values()
@@ -384,6 +523,11 @@ impl<D: Disk> PartitionLog<D> {
             offset += i64::from(hdr.last_offset_delta) + 1;
             debug_assert!(range.end <= batches.len());
         }
+
+        // Persistence rule (module doc): a new epoch is durable in the checkpoint before any byte
+        // of a batch carrying it is written; a stale checkpoint is rewritten first as well.
+        self.stage_epoch(leader_epoch, self.log_end_offset)?;
+        self.persist_epochs_if_dirty().await?;
 
         let total_bytes = batches.len() as u64;
         if self.should_roll(total_bytes, offset, now_ms) {
@@ -907,6 +1051,14 @@ impl<D: Disk> PartitionLog<D> {
         )
         .await?;
         self.log_start_offset = offset;
+        // Recovery applies the checkpointed log start to the epochs too, so a crash before this
+        // rewrite is harmless; it is written here so the file never lists epochs long gone.
+        let first_before = self.epochs.entries().first().copied();
+        self.epochs.truncate_from_start(offset);
+        if self.epochs.entries().first().copied() != first_before {
+            self.epochs_dirty = true;
+        }
+        self.persist_epochs_if_dirty().await?;
         let doomed: Vec<i64> = self
             .segments
             .values()
@@ -960,9 +1112,16 @@ impl<D: Disk> PartitionLog<D> {
             .range(seg_base + 1..)
             .map(|(b, _)| *b)
             .collect();
+        let removed_any = !doomed.is_empty();
         for base in doomed {
             self.segments.remove(&base);
             self.remove_segment_files(base).await?;
+        }
+        if removed_any {
+            // The removals must be durable before the cut: were the cut durable while the later
+            // segments' names revert, recovery would take the cut segment for a whole sealed one
+            // (its index files intact) and serve a hole (crash test of the epoch cache).
+            self.disk.sync_dir(&self.dir).await?;
         }
         // Find the batch that holds `offset`; cut at its start.
         let (cut, new_end) = {
@@ -1016,6 +1175,7 @@ impl<D: Disk> PartitionLog<D> {
         self.durable_end_offset = self.durable_end_offset.min(new_end);
         self.log_start_offset = self.log_start_offset.min(new_end);
         self.producers.truncate_to(new_end);
+        self.truncate_epochs_from_end(new_end);
         let stale: Vec<i64> = self.snapshots.range(new_end + 1..).copied().collect();
         for base in stale {
             let name = self.path(&segment::file_name(base, segment::SNAPSHOT_EXT));
@@ -1025,6 +1185,9 @@ impl<D: Disk> PartitionLog<D> {
         let name = self.path(&segment::file_name(seg_base, segment::LOG_EXT));
         self.pending_sync.retain(|n, _| *n != name);
         self.assert_invariants();
+        // After the cut is durable: a crash before this leaves entries past the log end, which
+        // recovery drops. Should it fail, the next append rewrites it before writing bytes.
+        self.persist_epochs_if_dirty().await?;
         Ok(new_end)
     }
 }
@@ -1041,6 +1204,22 @@ fn rewindow(table: &ProducerStateTable, config: &LogConfig) -> ProducerStateTabl
         fresh = table.clone();
     }
     fresh
+}
+
+/// The `epoch_cache_not_truncated` planted bug: the leader-epoch cache keeps epochs the log's
+/// truncation removed (simulation via `Hooks::mutant`; unit tests via `LogConfig`).
+pub(crate) fn epoch_cache_not_truncated(config: &LogConfig) -> bool {
+    planted_in_unit_tests(config) || config.hooks.mutant("epoch_cache_not_truncated")
+}
+
+#[cfg(test)]
+fn planted_in_unit_tests(config: &LogConfig) -> bool {
+    config.planted_epoch_cache_not_truncated
+}
+
+#[cfg(not(test))]
+fn planted_in_unit_tests(_config: &LogConfig) -> bool {
+    false
 }
 
 pub(crate) fn producer_window(config: &LogConfig) -> usize {

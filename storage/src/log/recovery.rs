@@ -1,24 +1,27 @@
 //! Opening a partition directory: classify files, drop strays, load sealed segments from their
 //! index files (rebuilding any that do not match the log), scan everything after the recovery
 //! point batch by batch (bounds, offsets, CRC-32C), cut a torn or corrupt tail, record corrupt
-//! ranges inside durable sealed segments, and rebuild producer state from a snapshot plus the
-//! batches after it. Never serves or keeps bytes that failed a check (except under the
-//! `recovery_truncate_short` mutant, a planted bug for the simulator).
+//! ranges inside durable sealed segments, rebuild producer state from a snapshot plus the
+//! batches after it, and recover the leader-epoch cache (checkpoint checked against the log, or
+//! rebuilt from batch headers). Never serves or keeps bytes that failed a check (except under
+//! the `recovery_truncate_short` mutant, a planted bug for the simulator), and never trusts a
+//! leader-epoch entry past the log end or one the batches contradict.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::disk::{Disk, DiskError, OpenMode};
 use crate::log::batch_view;
 use crate::log::checkpoint;
+use crate::log::epoch_cache::{LeaderEpochCache, CHECKPOINT_BYTES_MAX};
 use crate::log::index::OffsetIndex;
 use crate::log::producer_state::ProducerStateTable;
 use crate::log::segment::{
-    self, BatchCursor, Scanned, Segment, REREADS_ON_MISMATCH, SCAN_CHUNK_BYTES,
+    self, BatchCursor, Scanned, Segment, REREADS_ON_MISMATCH, SCAN_CHUNK_BYTES, SEEK_CHUNK_BYTES,
 };
 use crate::log::time_index::TimeIndex;
 use crate::log::{
-    assert_config, producer_window, remove_if_present, CorruptRange, LogConfig, LogError,
-    PartitionLog,
+    assert_config, epoch_cache_not_truncated, producer_window, remove_if_present, CorruptRange,
+    LogConfig, LogError, PartitionLog,
 };
 
 /// Suffixes of leftovers from interrupted operations, deleted on open.
@@ -38,6 +41,14 @@ pub struct RecoveryReport {
     pub corrupt_ranges: Vec<CorruptRange>,
     pub log_start_offset: i64,
     pub log_end_offset: i64,
+    /// The leader-epoch cache was rebuilt from batch headers (checkpoint missing, damaged or
+    /// contradicted by the log).
+    pub epoch_cache_rebuilt: bool,
+    /// Batches read to recover leader epochs (the tail after the recovery point, or all of
+    /// them on a rebuild).
+    pub epoch_batches_scanned: u64,
+    /// Entries of the recovered leader-epoch cache.
+    pub epoch_entries: usize,
 }
 
 /// How a scan treats the first bad batch.
@@ -283,6 +294,7 @@ pub(crate) async fn open<D: Disk>(
             _ if name == checkpoint::CLEANER_CHECKPOINT => {}
             _ if name == checkpoint::LOG_START_CHECKPOINT => {}
             _ if name == checkpoint::RECOVERY_POINT_CHECKPOINT => {}
+            _ if name == checkpoint::LEADER_EPOCH_CHECKPOINT => {}
             _ => tracing::warn!(dir, name, "unknown file in partition directory; left alone"),
         }
     }
@@ -470,6 +482,34 @@ pub(crate) async fn open<D: Disk>(
         window,
     )
     .await?;
+    let tail_base = bases.get(scan_from).copied().unwrap_or(first_base);
+    let bounds = LogBounds {
+        log_start_offset,
+        log_end_offset,
+    };
+    let not_truncated = epoch_cache_not_truncated(&config);
+    let (epochs, rewrite) = recover_epochs(
+        &disk,
+        dir,
+        &segments,
+        bounds,
+        tail_base,
+        not_truncated,
+        &mut report,
+    )
+    .await?;
+    if rewrite {
+        // Before the recovery point moves: epochs below it must already be in the checkpoint.
+        let text = epochs.encode_checkpoint();
+        checkpoint::write_bytes(
+            &disk,
+            dir,
+            checkpoint::LEADER_EPOCH_CHECKPOINT,
+            text.as_bytes(),
+        )
+        .await?;
+    }
+    report.epoch_entries = epochs.entries().len();
     checkpoint::write(
         &disk,
         dir,
@@ -497,6 +537,9 @@ pub(crate) async fn open<D: Disk>(
         rolls: 0,
         generation: 0,
         failed: false,
+        epochs,
+        epochs_dirty: false,
+        epoch_checkpoint_writes: u64::from(rewrite),
     };
     log.assert_invariants();
     tracing::info!(dir, ?report, "partition log recovered");
@@ -586,4 +629,237 @@ async fn rebuild_producers<D: Disk>(
         }
     }
     Ok(table)
+}
+
+#[derive(Clone, Copy, Debug)]
+struct LogBounds {
+    log_start_offset: i64,
+    log_end_offset: i64,
+}
+
+/// Recovers the leader-epoch cache: the checkpoint, cut to the log's bounds, extended by the
+/// batches after the recovery point and checked entry by entry against the batches; when it is
+/// missing, damaged or contradicted, rebuilt from every batch header. Returns the cache and
+/// whether the checkpoint must be rewritten.
+async fn recover_epochs<D: Disk>(
+    disk: &D,
+    dir: &str,
+    segments: &BTreeMap<i64, Segment<D::File>>,
+    bounds: LogBounds,
+    tail_base: i64,
+    not_truncated: bool,
+    report: &mut RecoveryReport,
+) -> Result<(LeaderEpochCache, bool), DiskError> {
+    let name = checkpoint::LEADER_EPOCH_CHECKPOINT;
+    let stored = checkpoint::read_stable(disk, dir, name, CHECKPOINT_BYTES_MAX).await?;
+    let present = stored.is_some();
+    let decoded = stored.and_then(|bytes| match LeaderEpochCache::decode_checkpoint(&bytes) {
+        Ok(cache) => Some(cache),
+        Err(error) => {
+            tracing::warn!(
+                dir,
+                ?error,
+                "damaged leader-epoch checkpoint; rebuilding it"
+            );
+            None
+        }
+    });
+    let needs_write = |cache: &LeaderEpochCache| match &decoded {
+        Some(old) => old != cache,
+        None => present || !cache.entries().is_empty(),
+    };
+    if let Some(mut cache) = decoded.clone() {
+        // Never trust an entry past the recovered log end (written before its batch, which the
+        // crash then lost), nor one below the log start.
+        if !not_truncated {
+            cache.truncate_from_end(bounds.log_end_offset);
+        }
+        cache.truncate_from_start(bounds.log_start_offset);
+        let tail = segments.range(tail_base..).map(|(_, s)| s);
+        let extended = note_scanned_epochs(disk, tail, &mut cache, bounds, report).await?;
+        if extended && entries_match_log(disk, segments, &cache, bounds).await? {
+            let rewrite = needs_write(&cache);
+            return Ok((cache, rewrite));
+        }
+        tracing::warn!(
+            dir,
+            "leader-epoch checkpoint disagrees with the log; rebuilding it"
+        );
+    }
+    if present || segments.values().any(|s| !s.is_empty()) {
+        report.epoch_cache_rebuilt = true;
+    }
+    let mut cache = LeaderEpochCache::new();
+    // The leader epoch lies outside the batch CRC: a transient flip on a read can make the
+    // scan disagree with itself or with the checks, so both are repeated a few times.
+    for attempt in 0..=REREADS_ON_MISMATCH {
+        cache = LeaderEpochCache::new();
+        let all = segments.values();
+        let scanned = note_scanned_epochs(disk, all, &mut cache, bounds, report).await?;
+        if scanned && entries_match_log(disk, segments, &cache, bounds).await? {
+            break;
+        }
+        tracing::warn!(
+            dir,
+            attempt,
+            "leader epochs read from the log disagree; reading again"
+        );
+        if attempt == REREADS_ON_MISMATCH {
+            let entries = cache.entries();
+            tracing::error!(
+                dir,
+                ?entries,
+                "leader epochs in the log stay inconsistent (a rotted \
+                batch header?); keeping the best reading"
+            );
+        }
+    }
+    let rewrite = needs_write(&cache);
+    Ok((cache, rewrite))
+}
+
+/// Walks whole batches (CRC-verified by the cursor) and records each one's epoch in `cache`:
+/// an epoch the cache already gives the batch's offset is consistent; a newer one is assigned
+/// once a later batch confirms it (its epoch is not older), or at the end of the log. The
+/// leader epoch lies outside the CRC, so one rotted header must not poison the rest of the
+/// scan: a lone batch whose epoch the batches around it contradict is skipped. False when any
+/// batch was contradicted.
+async fn note_scanned_epochs<'s, D: Disk>(
+    disk: &D,
+    segments: impl Iterator<Item = &'s Segment<D::File>>,
+    cache: &mut LeaderEpochCache,
+    bounds: LogBounds,
+    report: &mut RecoveryReport,
+) -> Result<bool, DiskError>
+where
+    D::File: 's,
+{
+    let mut consistent = true;
+    let mut pending: Option<(i32, i64)> = None;
+    for seg in segments {
+        let mut cursor = BatchCursor::new(disk, &seg.file, seg.size_bytes, SCAN_CHUNK_BYTES);
+        let mut position = 0;
+        while let Scanned::Batch { hdr, crc_ok, .. } = cursor.next(position, true).await? {
+            position += hdr.total_bytes as u64;
+            report.epoch_batches_scanned += 1;
+            let live = hdr.last_offset() >= bounds.log_start_offset
+                && hdr.base_offset < bounds.log_end_offset;
+            if !crc_ok || !live || hdr.leader_epoch < 0 {
+                continue;
+            }
+            let epoch = hdr.leader_epoch;
+            if let Some((new_epoch, at)) = pending {
+                if epoch >= new_epoch {
+                    consistent &= cache.assign(new_epoch, at).is_ok();
+                    pending = None;
+                } else if Some(epoch) == cache.latest_epoch() {
+                    // Back to the epoch before: the unconfirmed one was a lone odd batch.
+                    consistent = false;
+                    pending = None;
+                } else {
+                    // This batch is the odd one: skip it, the pending epoch still stands.
+                    consistent = false;
+                    continue;
+                }
+            }
+            let at = hdr.base_offset.max(bounds.log_start_offset);
+            if cache.epoch_for_offset(at) == Some(epoch) {
+                continue;
+            }
+            if cache.latest_epoch().is_none_or(|latest| epoch > latest) {
+                pending = Some((epoch, at));
+            } else {
+                consistent = false;
+            }
+        }
+    }
+    if let Some((new_epoch, at)) = pending {
+        consistent &= cache.assign(new_epoch, at).is_ok();
+    }
+    Ok(consistent)
+}
+
+/// The batch holding `offset` (the first whose last offset is at or after it) and the batch
+/// before it, read from the segment index position onwards (headers only).
+async fn batch_around<D: Disk>(
+    disk: &D,
+    segments: &BTreeMap<i64, Segment<D::File>>,
+    offset: i64,
+) -> Result<(Option<batch_view::Hdr>, Option<batch_view::Hdr>, bool), DiskError> {
+    let Some((_, seg)) = segments.range(..=offset).next_back() else {
+        return Ok((None, None, false));
+    };
+    let (mut prev, found) = walk_to(disk, seg, offset).await?;
+    if prev.is_none() {
+        if let Some((_, before)) = segments.range(..seg.base_offset).next_back() {
+            prev = walk_to(disk, before, i64::MAX).await?.0;
+        }
+    }
+    Ok((prev, found, seg.cleaned))
+}
+
+async fn walk_to<D: Disk>(
+    disk: &D,
+    seg: &Segment<D::File>,
+    offset: i64,
+) -> Result<(Option<batch_view::Hdr>, Option<batch_view::Hdr>), DiskError> {
+    let mut cursor = BatchCursor::new(disk, &seg.file, seg.size_bytes, SEEK_CHUNK_BYTES);
+    let mut position = seg.seek_position(offset.saturating_sub(1).max(seg.base_offset));
+    let mut prev = None;
+    loop {
+        match cursor.next(position, false).await? {
+            Scanned::Batch { hdr, .. } if hdr.last_offset() < offset => {
+                position += hdr.total_bytes as u64;
+                prev = Some(hdr);
+            }
+            Scanned::Batch { hdr, .. } => return Ok((prev, Some(hdr))),
+            Scanned::End | Scanned::Bad { .. } => return Ok((prev, None)),
+        }
+    }
+}
+
+/// Checks every entry below the log end against the batches: the batch holding its start
+/// offset carries its epoch (and starts there, for all but the first entry), and the batch
+/// before carries the previous entry's epoch. Catches stale, rotted or mis-ordered entries.
+async fn entries_match_log<D: Disk>(
+    disk: &D,
+    segments: &BTreeMap<i64, Segment<D::File>>,
+    cache: &LeaderEpochCache,
+    bounds: LogBounds,
+) -> Result<bool, DiskError> {
+    let entries = cache.entries();
+    for (i, entry) in entries.iter().enumerate() {
+        if entry.start_offset >= bounds.log_end_offset {
+            continue; // Only the planted bug keeps these.
+        }
+        let (prev, found, cleaned) = batch_around(disk, segments, entry.start_offset).await?;
+        let Some(found) = found else {
+            return Ok(false);
+        };
+        if found.leader_epoch != entry.epoch {
+            return Ok(false);
+        }
+        // Entries start at a batch's base offset; the first may start at the log start
+        // instead, inside a batch (DeleteRecords).
+        let expected_start = if i == 0 {
+            found.base_offset.max(bounds.log_start_offset)
+        } else {
+            found.base_offset
+        };
+        if !cleaned && entry.start_offset != expected_start {
+            return Ok(false);
+        }
+        let Some(prev) = prev.filter(|p| p.last_offset() >= bounds.log_start_offset) else {
+            continue;
+        };
+        let ok = match (i.checked_sub(1).map(|j| entries[j].epoch), cleaned) {
+            (None, _) => prev.leader_epoch < 0,
+            (Some(before), false) => prev.leader_epoch == before,
+            (Some(_), true) => prev.leader_epoch < entry.epoch,
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }

@@ -1,7 +1,8 @@
 //! Leader-epoch cache of one partition replica: the `(leader_epoch, start_offset)` of every
 //! epoch present in the log, kept in step with the log (truncated with it at both ends), the
 //! KIP-279 `end_offset_for` lookup behind OffsetForLeaderEpoch, and Kafka's
-//! `leader-epoch-checkpoint` text format. Performs no I/O; decoding never panics.
+//! `leader-epoch-checkpoint` text format. A pure value: performs no I/O (`PartitionLog`
+//! maintains and persists it), never reads a clock, and decoding never panics.
 
 /// Epoch or offset reported when the cache knows no answer (Kafka's `UNDEFINED_EPOCH` and
 /// `UNDEFINED_EPOCH_OFFSET`).
@@ -13,8 +14,10 @@ pub const EPOCH_ENTRIES_MAX: usize = 100_000;
 pub const CHECKPOINT_BYTES_MAX: usize = 4 << 20;
 /// The checkpoint format version written and read.
 pub const CHECKPOINT_VERSION: i32 = 0;
-
-use crate::planted::Planted;
+/// Longest encoded entry line: an i32, a space, an i64, a newline.
+const ENTRY_LINE_BYTES_MAX: usize = 11 + 1 + 20 + 1;
+// A full cache must encode within what `decode_checkpoint` accepts.
+const _: () = assert!(64 + EPOCH_ENTRIES_MAX * ENTRY_LINE_BYTES_MAX <= CHECKPOINT_BYTES_MAX);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EpochEntry {
@@ -35,20 +38,11 @@ pub enum EpochCacheError {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LeaderEpochCache {
     entries: Vec<EpochEntry>,
-    planted: Planted,
 }
 
 impl LeaderEpochCache {
     pub fn new() -> Self {
         LeaderEpochCache::default()
-    }
-
-    /// A cache whose planted bugs (simulation and test builds only) are `planted`.
-    pub fn with_planted(planted: Planted) -> Self {
-        LeaderEpochCache {
-            entries: Vec::new(),
-            planted,
-        }
     }
 
     pub fn entries(&self) -> &[EpochEntry] {
@@ -57,6 +51,12 @@ impl LeaderEpochCache {
 
     pub fn latest_epoch(&self) -> Option<i32> {
         self.entries.last().map(|e| e.epoch)
+    }
+
+    /// The epoch the cache assigns to `offset`: that of the last entry starting at or below it.
+    pub fn epoch_for_offset(&self, offset: i64) -> Option<i32> {
+        let after = self.entries.partition_point(|e| e.start_offset <= offset);
+        after.checked_sub(1).map(|i| self.entries[i].epoch)
     }
 
     /// Records that `epoch` starts at `start_offset` (called for each appended batch, and by a
@@ -69,6 +69,7 @@ impl LeaderEpochCache {
         if epoch < 0 || start_offset < 0 {
             return Err(EpochCacheError::NotMonotonic { last: new, new });
         }
+        let mut replaces_last = false;
         if let Some(last) = self.entries.last().copied() {
             if epoch == last.epoch && start_offset >= last.start_offset {
                 return Ok(());
@@ -78,12 +79,14 @@ impl LeaderEpochCache {
             }
             // An epoch that starts where the previous one started left no records behind: the
             // previous entry describes an empty range and is replaced.
-            if start_offset == last.start_offset {
-                self.entries.pop();
-            }
+            replaces_last = start_offset == last.start_offset;
         }
-        if self.entries.len() >= EPOCH_ENTRIES_MAX {
+        // Checked before anything changes: a refused `assign` leaves the cache as it was.
+        if !replaces_last && self.entries.len() >= EPOCH_ENTRIES_MAX {
             return Err(EpochCacheError::Full);
+        }
+        if replaces_last {
+            self.entries.pop();
         }
         self.entries.push(new);
         Ok(())
@@ -112,9 +115,6 @@ impl LeaderEpochCache {
     /// The log was truncated so that `log_end_offset` is its new end: forget epochs that
     /// start at or after it.
     pub fn truncate_from_end(&mut self, log_end_offset: i64) {
-        if self.planted.epoch_cache_not_truncated() {
-            return;
-        }
         self.entries.retain(|e| e.start_offset < log_end_offset);
     }
 
@@ -272,6 +272,17 @@ mod tests {
                 start_offset: 6
             }]
         );
+    }
+
+    #[test]
+    fn epoch_for_offset_is_the_covering_entry() {
+        let c = cache(&[(1, 3), (4, 9)]);
+        assert_eq!(c.epoch_for_offset(2), None);
+        assert_eq!(c.epoch_for_offset(3), Some(1));
+        assert_eq!(c.epoch_for_offset(8), Some(1));
+        assert_eq!(c.epoch_for_offset(9), Some(4));
+        assert_eq!(c.epoch_for_offset(i64::MAX), Some(4));
+        assert_eq!(LeaderEpochCache::new().epoch_for_offset(0), None);
     }
 
     #[test]
