@@ -192,6 +192,11 @@ impl<D: Disk> Partition<D> {
         self.log.lock().await.log_start_offset()
     }
 
+    /// Bytes of the partition's log on disk (all segments), for DescribeLogDirs.
+    pub async fn size_bytes(&self) -> u64 {
+        self.log.lock().await.size_bytes()
+    }
+
     pub fn is_failed(&self) -> bool {
         self.lock_commit().core.is_failed()
     }

@@ -11,7 +11,9 @@ use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 pub const SUPPORTED: &[(i16, i16, i16)] = &[
     (ApiKey::Produce as i16, 3, 11),
     (ApiKey::Fetch as i16, 4, 16),
-    (ApiKey::ListOffsets as i16, 1, 9),
+    // v10 (KIP-1075) only adds a request timeout for tiered storage; kafka-python infers a
+    // 4.0 broker from it.
+    (ApiKey::ListOffsets as i16, 1, 10),
     (ApiKey::Metadata as i16, 0, 13),
     (ApiKey::ApiVersions as i16, 0, 4),
     (ApiKey::CreateTopics as i16, 2, 7),
@@ -24,6 +26,13 @@ pub const SUPPORTED: &[(i16, i16, i16)] = &[
     (ApiKey::CreatePartitions as i16, 0, 3),
     (ApiKey::IncrementalAlterConfigs as i16, 0, 1),
     (ApiKey::DescribeCluster as i16, 0, 1),
+    // Single-node answers: this node leads and holds everything (broker/src/handlers/admin.rs).
+    (ApiKey::DescribeTopicPartitions as i16, 0, 0),
+    (ApiKey::ElectLeaders as i16, 0, 2),
+    (ApiKey::ListPartitionReassignments as i16, 0, 0),
+    (ApiKey::AlterPartitionReassignments as i16, 0, 0),
+    (ApiKey::DescribeLogDirs as i16, 1, 4),
+    (ApiKey::AlterReplicaLogDirs as i16, 1, 2),
     // Consumer groups, classic protocol (broker/src/group).
     (ApiKey::FindCoordinator as i16, 0, 4),
     (ApiKey::JoinGroup as i16, 0, 9),
@@ -108,6 +117,7 @@ mod tests {
     fn lookups() {
         assert_eq!(supported(ApiKey::Produce as i16), Some((3, 11)));
         assert_eq!(supported(ApiKey::JoinGroup as i16), Some((0, 9)));
+        assert_eq!(supported(ApiKey::ListOffsets as i16), Some((1, 10)));
         assert_eq!(supported(ApiKey::ShareGroupHeartbeat as i16), None);
         assert_eq!(supported(-5), None);
         assert!(is_supported(0, 3));

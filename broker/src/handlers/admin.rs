@@ -1,7 +1,9 @@
 //! Handlers for cluster and topic administration: Metadata (with auto-create), CreateTopics,
 //! DeleteTopics, CreatePartitions, InitProducerId, DescribeCluster, DescribeConfigs,
-//! AlterConfigs and IncrementalAlterConfigs. Every change is durable in the metadata store
-//! before it is answered. Never panics on request contents.
+//! AlterConfigs and IncrementalAlterConfigs, plus the single-node answers of
+//! DescribeTopicPartitions, ElectLeaders, List/AlterPartitionReassignments, DescribeLogDirs and
+//! AlterReplicaLogDirs (this node leads and holds every partition). Every change is durable in
+//! the metadata store before it is answered. Never panics on request contents.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -218,6 +220,11 @@ fn config_map<'a>(
     Ok(map)
 }
 
+/// A manual replica assignment a single node can honour: exactly one replica, this node.
+fn this_node_only(node_id: i32, replicas: &[BrokerId]) -> bool {
+    matches!(replicas, [only] if only.0 == node_id)
+}
+
 pub async fn create_topics<D: Disk, C: Clock>(
     broker: &Arc<Broker<D, C>>,
     req: &RequestFrame,
@@ -234,11 +241,33 @@ pub async fn create_topics<D: Disk, C: Clock>(
     let mut results = Vec::new();
     for t in body.topics.into_iter().take(TOPICS_PER_REQUEST_MAX) {
         let name = t.name.0.to_string();
-        let partitions = if t.num_partitions == -1 {
+        let partitions = if !t.assignments.is_empty() {
+            i32::try_from(t.assignments.len()).unwrap_or(i32::MAX)
+        } else if t.num_partitions == -1 {
             broker.cfg.num_partitions
         } else {
             t.num_partitions
         };
+        let assignment_error = (!t.assignments.is_empty())
+            .then(|| {
+                let n = t.assignments.len();
+                let indexes: BTreeSet<i32> =
+                    t.assignments.iter().map(|a| a.partition_index).collect();
+                if t.num_partitions != -1 || t.replication_factor != -1 {
+                    Some("give either assignments or partitions/replication factor")
+                } else if indexes.len() != n || indexes.iter().any(|&i| i < 0 || i as usize >= n) {
+                    Some("assignments must name partitions 0..n-1 once each")
+                } else if !t
+                    .assignments
+                    .iter()
+                    .all(|a| this_node_only(broker.node_id, &a.broker_ids))
+                {
+                    Some("every partition's replicas must be exactly this node")
+                } else {
+                    None
+                }
+            })
+            .flatten();
         let configs = config_map(t.configs.iter().map(|c| (&*c.name, c.value.as_deref())));
         let error: Option<(i16, String)> = if duplicates.contains(&name) {
             Some((code::INVALID_REQUEST, "topic named more than once".into()))
@@ -257,11 +286,8 @@ pub async fn create_topics<D: Disk, C: Clock>(
                 code::INVALID_REPLICATION_FACTOR,
                 "replication factor must be 1 on a single node".into(),
             ))
-        } else if !t.assignments.is_empty() {
-            Some((
-                code::INVALID_REPLICA_ASSIGNMENT,
-                "manual assignments are not supported".into(),
-            ))
+        } else if let Some(m) = assignment_error {
+            Some((code::INVALID_REPLICA_ASSIGNMENT, m.into()))
         } else if let Err(e) = &configs {
             Some((code::INVALID_CONFIG, e.clone()))
         } else if broker.meta.lock().await.topic(&name).is_some() {
@@ -394,10 +420,22 @@ pub async fn create_partitions<D: Disk, C: Clock>(
                 code::INVALID_PARTITIONS,
                 Some(format!("at most {PARTITIONS_PER_TOPIC_MAX}")),
             ),
-            Some(_) if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) => (
-                code::INVALID_REPLICA_ASSIGNMENT,
-                Some("manual assignments are not supported".to_string()),
-            ),
+            Some(n)
+                if t.assignments.as_ref().is_some_and(|a| {
+                    a.len() != (t.count - n) as usize
+                        || !a
+                            .iter()
+                            .all(|p| this_node_only(broker.node_id, &p.broker_ids))
+                }) =>
+            {
+                (
+                    code::INVALID_REPLICA_ASSIGNMENT,
+                    Some(
+                        "assignments must cover each new partition with exactly this node"
+                            .to_string(),
+                    ),
+                )
+            }
             Some(_) if body.validate_only => (code::NONE, None),
             Some(_) => match broker.add_partitions(&name, t.count).await {
                 Ok(()) => (code::NONE, None),
@@ -478,7 +516,7 @@ pub async fn describe_cluster<D: Disk, C: Clock>(
 /// BOOLEAN 1).
 fn config_type(name: &str) -> i8 {
     match name {
-        "cleanup.policy" => 7,
+        "cleanup.policy" | "advertised.listeners" => 7,
         "auto.create.topics.enable" => 1,
         "max.message.bytes"
         | "min.insync.replicas"
@@ -496,6 +534,13 @@ fn broker_configs<D: Disk, C: Clock>(broker: &Broker<D, C>) -> Vec<(String, Stri
     let c = &broker.cfg;
     vec![
         ("node.id".into(), c.node_id.to_string()),
+        (
+            "advertised.listeners".into(),
+            format!(
+                "PLAINTEXT://{}:{}",
+                broker.advertised_host, broker.advertised_port
+            ),
+        ),
         ("num.partitions".into(), c.num_partitions.to_string()),
         (
             "auto.create.topics.enable".into(),
@@ -677,6 +722,43 @@ pub async fn alter_configs<D: Disk, C: Clock>(
     )
 }
 
+/// The topic configs whose value is a comma-separated list (IncrementalAlterConfigs APPEND and
+/// SUBTRACT apply to these only).
+const LIST_CONFIGS: &[&str] = &["cleanup.policy"];
+/// Most items a list config may hold after APPEND.
+const LIST_CONFIG_ITEMS_MAX: usize = 16;
+
+/// IncrementalAlterConfigs APPEND (2) or SUBTRACT (3) of `value`'s items on the list config
+/// `name` whose value is `current`: the new value, or why not. Validation of the result is
+/// left to `alter_topic`.
+fn apply_list_op(name: &str, current: &str, op: i8, value: &str) -> Result<String, String> {
+    if !LIST_CONFIGS.contains(&name) {
+        return Err(format!(
+            "operation {op} not supported for {name}: not a list config"
+        ));
+    }
+    let items = |v: &str| -> Vec<String> {
+        v.split(',')
+            .map(|i| i.trim().to_string())
+            .filter(|i| !i.is_empty())
+            .collect()
+    };
+    let mut list = items(current);
+    for item in items(value) {
+        match op {
+            2 if !list.contains(&item) => list.push(item),
+            3 => list.retain(|i| *i != item),
+            _ => {}
+        }
+    }
+    if list.len() > LIST_CONFIG_ITEMS_MAX {
+        return Err(format!(
+            "{name} would have more than {LIST_CONFIG_ITEMS_MAX} items"
+        ));
+    }
+    Ok(list.join(","))
+}
+
 pub async fn incremental_alter_configs<D: Disk, C: Clock>(
     broker: &Arc<Broker<D, C>>,
     req: &RequestFrame,
@@ -702,6 +784,10 @@ pub async fn incremental_alter_configs<D: Disk, C: Clock>(
                     )
                 })
                 .collect();
+            let defaults: BTreeMap<String, String> = LIST_CONFIGS
+                .iter()
+                .filter_map(|n| Some((n.to_string(), broker.defaults.get(n)?.to_string())))
+                .collect();
             let compute = move |current: &BTreeMap<String, String>| {
                 let mut next = current.clone();
                 for (n, op, value) in ops {
@@ -718,8 +804,17 @@ pub async fn incremental_alter_configs<D: Disk, C: Clock>(
                             next.remove(&n);
                         }
                         (0, None) => return Err(format!("SET {n} without a value")),
-                        // APPEND / SUBTRACT apply to list configs; none of ours is a list
-                        // except cleanup.policy, kept simple: refuse.
+                        // APPEND / SUBTRACT on a list config (cleanup.policy), from the
+                        // topic's value or else the broker default.
+                        (op @ (2 | 3), Some(v)) => {
+                            let base = next
+                                .get(&n)
+                                .or_else(|| defaults.get(&n))
+                                .cloned()
+                                .unwrap_or_default();
+                            let merged = apply_list_op(&n, &base, op, &v)?;
+                            next.insert(n, merged);
+                        }
                         (op, _) => return Err(format!("operation {op} not supported for {n}")),
                     }
                 }
@@ -739,4 +834,420 @@ pub async fn incremental_alter_configs<D: Disk, C: Clock>(
         req,
         &IncrementalAlterConfigsResponse::default().with_responses(responses),
     )
+}
+
+/// Most partitions one DescribeTopicPartitions page carries (Kafka's default limit is 2000).
+const DESCRIBE_PARTITIONS_PAGE_MAX: i32 = 2000;
+
+/// DescribeTopicPartitions (KIP-966): Metadata's partition view, paged by a cursor. This node
+/// leads every partition; there are no eligible-leader-replica sets beyond it.
+pub async fn describe_topic_partitions<D: Disk, C: Clock>(
+    broker: &Arc<Broker<D, C>>,
+    req: &RequestFrame,
+    body: DescribeTopicPartitionsRequest,
+) -> Reply {
+    use kafka_protocol::messages::describe_topic_partitions_response::{
+        Cursor, DescribeTopicPartitionsResponsePartition as Part,
+        DescribeTopicPartitionsResponseTopic as Topic,
+    };
+    let node = BrokerId(broker.node_id);
+    let limit = body
+        .response_partition_limit
+        .clamp(1, DESCRIBE_PARTITIONS_PAGE_MAX);
+    let mut budget = limit;
+    let store = broker.meta.lock().await;
+    // Topics in name order; all of them when the request names none.
+    let mut names: Vec<String> = if body.topics.is_empty() {
+        store.state().topics.keys().cloned().collect()
+    } else {
+        let wanted: BTreeSet<String> = body
+            .topics
+            .iter()
+            .take(TOPICS_PER_REQUEST_MAX)
+            .map(|t| t.name.0.to_string())
+            .collect();
+        wanted.into_iter().collect()
+    };
+    let (first_topic, first_partition) = match &body.cursor {
+        Some(c) => (Some(c.topic_name.0.to_string()), c.partition_index.max(0)),
+        None => (None, 0),
+    };
+    if let Some(first) = &first_topic {
+        names.retain(|n| n >= first);
+    }
+    let mut topics = Vec::new();
+    let mut next_cursor = None;
+    for name in names {
+        let Some(meta) = store.topic(&name) else {
+            topics.push(
+                Topic::default()
+                    .with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION)
+                    .with_name(Some(topic_name(&name))),
+            );
+            continue;
+        };
+        let start = if first_topic.as_deref() == Some(name.as_str()) {
+            first_partition
+        } else {
+            0
+        };
+        if budget == 0 {
+            next_cursor = Some(
+                Cursor::default()
+                    .with_topic_name(topic_name(&name))
+                    .with_partition_index(start),
+            );
+            break;
+        }
+        let mut parts = Vec::new();
+        for i in start..meta.partitions {
+            if budget == 0 {
+                next_cursor = Some(
+                    Cursor::default()
+                        .with_topic_name(topic_name(&name))
+                        .with_partition_index(i),
+                );
+                break;
+            }
+            budget -= 1;
+            let error = match broker.partition(&name, i) {
+                Some(_) => code::NONE,
+                None => code::KAFKA_STORAGE_ERROR,
+            };
+            parts.push(
+                Part::default()
+                    .with_error_code(error)
+                    .with_partition_index(i)
+                    .with_leader_id(node)
+                    .with_leader_epoch(0)
+                    .with_replica_nodes(vec![node])
+                    .with_isr_nodes(vec![node])
+                    .with_eligible_leader_replicas(Some(vec![]))
+                    .with_last_known_elr(Some(vec![]))
+                    .with_offline_replicas(vec![]),
+            );
+        }
+        topics.push(
+            Topic::default()
+                .with_error_code(code::NONE)
+                .with_name(Some(topic_name(&name)))
+                .with_topic_id(meta.id)
+                .with_is_internal(name == crate::group::shell::OFFSETS_TOPIC)
+                .with_partitions(parts)
+                .with_topic_authorized_operations(i32::MIN),
+        );
+        if next_cursor.is_some() {
+            break;
+        }
+    }
+    drop(store);
+    respond(
+        req,
+        &DescribeTopicPartitionsResponse::default()
+            .with_topics(topics)
+            .with_next_cursor(next_cursor),
+    )
+}
+
+/// `(topic, partitions)` a partition-scoped admin request names, or every partition of every
+/// topic when it names none (`None`), each checked against the metadata: `Ok` if it exists.
+async fn scoped_partitions<D: Disk, C: Clock>(
+    broker: &Broker<D, C>,
+    named: Option<Vec<(String, Vec<i32>)>>,
+) -> Vec<(String, Vec<(i32, bool)>)> {
+    let store = broker.meta.lock().await;
+    match named {
+        None => store
+            .state()
+            .topics
+            .values()
+            .map(|m| {
+                (
+                    m.name.clone(),
+                    (0..m.partitions).map(|i| (i, true)).collect(),
+                )
+            })
+            .collect(),
+        Some(named) => named
+            .into_iter()
+            .take(TOPICS_PER_REQUEST_MAX)
+            .map(|(name, parts)| {
+                let count = store.topic(&name).map(|m| m.partitions).unwrap_or(0);
+                let parts = parts
+                    .into_iter()
+                    .take(PARTITIONS_PER_TOPIC_MAX as usize)
+                    .map(|i| (i, (0..count).contains(&i)))
+                    .collect();
+                (name, parts)
+            })
+            .collect(),
+    }
+}
+
+/// ElectLeaders: this node already leads every partition, so every election is not needed.
+pub async fn elect_leaders<D: Disk, C: Clock>(
+    broker: &Arc<Broker<D, C>>,
+    req: &RequestFrame,
+    body: ElectLeadersRequest,
+) -> Reply {
+    use kafka_protocol::messages::elect_leaders_response::{
+        PartitionResult, ReplicaElectionResult,
+    };
+    let named = body.topic_partitions.map(|tps| {
+        tps.into_iter()
+            .map(|t| (t.topic.0.to_string(), t.partitions))
+            .collect()
+    });
+    let results = scoped_partitions(broker, named)
+        .await
+        .into_iter()
+        .map(|(name, parts)| {
+            let partition_result = parts
+                .into_iter()
+                .map(|(i, exists)| {
+                    let (c, m) = if exists {
+                        (code::ELECTION_NOT_NEEDED, "this node already leads it")
+                    } else {
+                        (
+                            code::UNKNOWN_TOPIC_OR_PARTITION,
+                            "unknown topic or partition",
+                        )
+                    };
+                    PartitionResult::default()
+                        .with_partition_id(i)
+                        .with_error_code(c)
+                        .with_error_message(Some(s(m)))
+                })
+                .collect();
+            ReplicaElectionResult::default()
+                .with_topic(topic_name(&name))
+                .with_partition_result(partition_result)
+        })
+        .collect();
+    respond(
+        req,
+        &ElectLeadersResponse::default()
+            .with_error_code(code::NONE)
+            .with_replica_election_results(results),
+    )
+}
+
+/// ListPartitionReassignments: a single node never has a reassignment in progress.
+pub async fn list_partition_reassignments<D: Disk, C: Clock>(
+    _broker: &Arc<Broker<D, C>>,
+    req: &RequestFrame,
+    _body: ListPartitionReassignmentsRequest,
+) -> Reply {
+    respond(
+        req,
+        &ListPartitionReassignmentsResponse::default()
+            .with_error_code(code::NONE)
+            .with_topics(vec![]),
+    )
+}
+
+/// AlterPartitionReassignments: moving a partition to exactly this node is a no-op that
+/// succeeds; any other replica set cannot be honoured; cancelling finds nothing in progress.
+pub async fn alter_partition_reassignments<D: Disk, C: Clock>(
+    broker: &Arc<Broker<D, C>>,
+    req: &RequestFrame,
+    body: AlterPartitionReassignmentsRequest,
+) -> Reply {
+    use kafka_protocol::messages::alter_partition_reassignments_response::{
+        ReassignablePartitionResponse, ReassignableTopicResponse,
+    };
+    let mut responses = Vec::new();
+    for t in body.topics.into_iter().take(TOPICS_PER_REQUEST_MAX) {
+        let count = broker
+            .meta
+            .lock()
+            .await
+            .topic(&t.name.0)
+            .map(|m| m.partitions)
+            .unwrap_or(0);
+        let partitions = t
+            .partitions
+            .into_iter()
+            .take(PARTITIONS_PER_TOPIC_MAX as usize)
+            .map(|p| {
+                let (c, m) = if !(0..count).contains(&p.partition_index) {
+                    (
+                        code::UNKNOWN_TOPIC_OR_PARTITION,
+                        Some("unknown topic or partition"),
+                    )
+                } else {
+                    match &p.replicas {
+                        None => (code::NO_REASSIGNMENT_IN_PROGRESS, Some("none in progress")),
+                        Some(r) if this_node_only(broker.node_id, r) => (code::NONE, None),
+                        Some(_) => (
+                            code::INVALID_REPLICA_ASSIGNMENT,
+                            Some("a single node can only hold its partitions itself"),
+                        ),
+                    }
+                };
+                ReassignablePartitionResponse::default()
+                    .with_partition_index(p.partition_index)
+                    .with_error_code(c)
+                    .with_error_message(m.map(s))
+            })
+            .collect();
+        responses.push(
+            ReassignableTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions),
+        );
+    }
+    respond(
+        req,
+        &AlterPartitionReassignmentsResponse::default()
+            .with_error_code(code::NONE)
+            .with_responses(responses),
+    )
+}
+
+/// The one log directory of this node, as DescribeLogDirs names it.
+fn log_dir_name<D: Disk, C: Clock>(broker: &Broker<D, C>) -> String {
+    broker.cfg.data_dir.clone()
+}
+
+/// DescribeLogDirs: the node's single data directory with each partition's size on disk.
+/// Total/usable bytes are unknown to the broker (no filesystem statistics): reported as -1,
+/// which Kafka uses for "not available".
+pub async fn describe_log_dirs<D: Disk, C: Clock>(
+    broker: &Arc<Broker<D, C>>,
+    req: &RequestFrame,
+    body: DescribeLogDirsRequest,
+) -> Reply {
+    use kafka_protocol::messages::describe_log_dirs_response::{
+        DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+    };
+    let named = body.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.topic.0.to_string(), t.partitions))
+            .collect()
+    });
+    let mut topics = Vec::new();
+    for (name, parts) in scoped_partitions(broker, named).await {
+        let mut partitions = Vec::new();
+        for (i, exists) in parts {
+            let Some(p) = exists.then(|| broker.partition(&name, i)).flatten() else {
+                continue;
+            };
+            partitions.push(
+                DescribeLogDirsPartition::default()
+                    .with_partition_index(i)
+                    .with_partition_size(i64::try_from(p.size_bytes().await).unwrap_or(i64::MAX))
+                    .with_offset_lag(0)
+                    .with_is_future_key(false),
+            );
+        }
+        if !partitions.is_empty() {
+            topics.push(
+                DescribeLogDirsTopic::default()
+                    .with_name(topic_name(&name))
+                    .with_partitions(partitions),
+            );
+        }
+    }
+    let result = DescribeLogDirsResult::default()
+        .with_error_code(code::NONE)
+        .with_log_dir(s(&log_dir_name(broker)))
+        .with_topics(topics)
+        .with_total_bytes(-1)
+        .with_usable_bytes(-1);
+    respond(
+        req,
+        &DescribeLogDirsResponse::default()
+            .with_error_code(code::NONE)
+            .with_results(vec![result]),
+    )
+}
+
+/// AlterReplicaLogDirs: a replica can only "move" to the directory it is already in.
+pub async fn alter_replica_log_dirs<D: Disk, C: Clock>(
+    broker: &Arc<Broker<D, C>>,
+    req: &RequestFrame,
+    body: AlterReplicaLogDirsRequest,
+) -> Reply {
+    use kafka_protocol::messages::alter_replica_log_dirs_response::{
+        AlterReplicaLogDirPartitionResult, AlterReplicaLogDirTopicResult,
+    };
+    let ours = log_dir_name(broker);
+    let mut results = Vec::new();
+    for dir in body.dirs.into_iter().take(TOPICS_PER_REQUEST_MAX) {
+        let same_dir = dir.path.as_str() == ours;
+        let named = dir
+            .topics
+            .into_iter()
+            .map(|t| (t.name.0.to_string(), t.partitions))
+            .collect();
+        for (name, parts) in scoped_partitions(broker, Some(named)).await {
+            let partitions = parts
+                .into_iter()
+                .map(|(i, exists)| {
+                    let c = match (exists, same_dir) {
+                        (false, _) => code::UNKNOWN_TOPIC_OR_PARTITION,
+                        (true, false) => code::LOG_DIR_NOT_FOUND,
+                        (true, true) => code::NONE,
+                    };
+                    AlterReplicaLogDirPartitionResult::default()
+                        .with_partition_index(i)
+                        .with_error_code(c)
+                })
+                .collect();
+            results.push(
+                AlterReplicaLogDirTopicResult::default()
+                    .with_topic_name(topic_name(&name))
+                    .with_partitions(partitions),
+            );
+        }
+    }
+    respond(
+        req,
+        &AlterReplicaLogDirsResponse::default().with_results(results),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// librdkafka 0011 APPENDs `compact` to cleanup.policy and SUBTRACTs it again.
+    #[test]
+    fn list_config_append_subtract() {
+        let p = "cleanup.policy";
+        assert_eq!(
+            apply_list_op(p, "delete", 2, "compact").unwrap(),
+            "delete,compact"
+        );
+        assert_eq!(
+            apply_list_op(p, "delete,compact", 2, "compact").unwrap(),
+            "delete,compact"
+        );
+        assert_eq!(
+            apply_list_op(p, "delete,compact", 3, "compact").unwrap(),
+            "delete"
+        );
+        assert_eq!(apply_list_op(p, "compact", 3, "delete").unwrap(), "compact");
+        assert_eq!(
+            apply_list_op(p, "", 2, "compact, delete").unwrap(),
+            "compact,delete"
+        );
+        assert!(apply_list_op("retention.ms", "1", 2, "2").is_err());
+        let many: Vec<String> = (0..=LIST_CONFIG_ITEMS_MAX)
+            .map(|i| format!("x{i}"))
+            .collect();
+        assert!(apply_list_op(p, "", 2, &many.join(",")).is_err());
+    }
+
+    /// kafka-python's test_create_partitions assigns `[[0], [0]]` to a broker with node id 0.
+    #[test]
+    fn single_node_assignments() {
+        assert!(this_node_only(0, &[BrokerId(0)]));
+        assert!(this_node_only(7, &[BrokerId(7)]));
+        assert!(!this_node_only(0, &[BrokerId(1)]));
+        assert!(!this_node_only(0, &[]));
+        assert!(!this_node_only(0, &[BrokerId(0), BrokerId(0)]));
+        assert_eq!(config_type("advertised.listeners"), 7);
+    }
 }

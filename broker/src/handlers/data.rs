@@ -1,7 +1,8 @@
 //! Handlers for the data path: Produce (acks 0/1/-1, answered after group commit under policy
 //! `fsync`), Fetch (long poll woken by high-watermark advances, stored batches returned as
 //! stored), ListOffsets, DeleteRecords and OffsetForLeaderEpoch.
-//! Never decodes individual records and never busy-polls.
+//! Never decodes individual records on the success path (only to name the keyless records of
+//! a produce a compacted topic refused) and never busy-polls.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +18,9 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
 };
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::*;
 use samsa_net::batch::{split_batches, validate_records, BatchBounds};
 use samsa_net::Clock;
@@ -37,6 +40,11 @@ pub const FETCH_RESPONSE_BYTES_MAX: usize = 64 << 20;
 /// Longest long poll honoured.
 pub const FETCH_WAIT_MS_MAX: i32 = 60_000;
 const _: () = assert!(FETCH_RESPONSE_BYTES_MAX <= i32::MAX as usize);
+/// Most `record_errors` entries one partition's Produce answer lists.
+pub const RECORD_ERRORS_MAX: usize = 10_000;
+/// First Produce version with `record_errors` and `error_message` (KIP-467).
+const PRODUCE_RECORD_ERRORS_VERSION: i16 = 8;
+const KEYLESS_ON_COMPACTED: &str = "compacted topic cannot accept a record without a key";
 
 pub async fn produce<D: Disk, C: Clock>(
     broker: &Arc<Broker<D, C>>,
@@ -65,6 +73,8 @@ pub async fn produce<D: Disk, C: Clock>(
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1);
             let partition = broker.partition(&name, pd.index);
+            // Keyless records a compacted topic refused, by index in the produce input.
+            let mut keyless = Vec::new();
             let outcome = if !acks_valid {
                 Err(code::INVALID_REQUIRED_ACKS)
             } else {
@@ -79,7 +89,12 @@ pub async fn produce<D: Disk, C: Clock>(
                         let config = p.config();
                         match validate_produce(&records, config.max_message_bytes, config.compact) {
                             Ok(()) => p.append(records, now_ms).await,
-                            Err(c) => Err(c),
+                            Err(c) => {
+                                if c == code::INVALID_RECORD && config.compact {
+                                    keyless = keyless_record_indices(&records);
+                                }
+                                Err(c)
+                            }
                         }
                     }
                 }
@@ -102,7 +117,26 @@ pub async fn produce<D: Disk, C: Clock>(
                         }
                     }
                 }
-                Err(c) => r = r.with_error_code(c),
+                Err(c) => {
+                    r = r.with_error_code(c);
+                    if !keyless.is_empty() && req.api_version >= PRODUCE_RECORD_ERRORS_VERSION {
+                        // Clients fail exactly these records and retry the rest of the batch.
+                        r = r
+                            .with_error_message(Some(KEYLESS_ON_COMPACTED.into()))
+                            .with_record_errors(
+                                keyless
+                                    .iter()
+                                    .map(|&i| {
+                                        BatchIndexAndErrorMessage::default()
+                                            .with_batch_index(i)
+                                            .with_batch_index_error_message(Some(
+                                                KEYLESS_ON_COMPACTED.into(),
+                                            ))
+                                    })
+                                    .collect(),
+                            );
+                    }
+                }
             }
             partitions.push(r);
         }
@@ -157,6 +191,22 @@ fn validate_produce(records: &[u8], max_message_bytes: i64, compact: bool) -> Re
             .map_err(|e| e.error_code())?;
     }
     Ok(())
+}
+
+/// Indices (counted across the batches of one partition's produce input) of the records that
+/// have no key, at most `RECORD_ERRORS_MAX`; empty if the input does not decode. Only called
+/// after `validate_produce` refused the input, so its sizes are already bounded.
+fn keyless_record_indices(records: &[u8]) -> Vec<i32> {
+    let Ok(decoded) = samsa_net::records::decode_records(records) else {
+        return Vec::new();
+    };
+    decoded
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, r))| r.key.is_none())
+        .filter_map(|(i, _)| i32::try_from(i).ok())
+        .take(RECORD_ERRORS_MAX)
+        .collect()
 }
 
 /// One partition a Fetch asks for.
@@ -463,4 +513,39 @@ pub async fn offset_for_leader_epoch<D: Disk, C: Clock>(
         req,
         &OffsetForLeaderEpochResponse::default().with_topics(topics),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use samsa_net::records::{build_batch, BatchOptions, Record};
+
+    fn record(key: Option<&'static [u8]>) -> Record {
+        Record {
+            key: key.map(Bytes::from_static),
+            value: Some(Bytes::from_static(b"v")),
+            headers: Vec::new(),
+            timestamp_ms: 1,
+        }
+    }
+
+    /// A compacted topic refuses the input and names exactly its keyless records (librdkafka
+    /// 0011 fails those with INVALID_RECORD and the rest with _INVALID_DIFFERENT_RECORD).
+    #[test]
+    fn keyless_records_are_named() {
+        let records: Vec<Record> = (0..10)
+            .map(|i| record(if i % 4 == 0 { None } else { Some(b"k") }))
+            .collect();
+        let batch = build_batch(&records, &BatchOptions::default()).freeze();
+        assert_eq!(
+            validate_produce(&batch, 1 << 20, true),
+            Err(code::INVALID_RECORD)
+        );
+        assert_eq!(validate_produce(&batch, 1 << 20, false), Ok(()));
+        assert_eq!(keyless_record_indices(&batch), vec![0, 4, 8]);
+        let keyed: Vec<Record> = (0..3).map(|_| record(Some(b"k"))).collect();
+        let batch = build_batch(&keyed, &BatchOptions::default()).freeze();
+        assert_eq!(keyless_record_indices(&batch), Vec::<i32>::new());
+        assert_eq!(keyless_record_indices(b"garbage"), Vec::<i32>::new());
+    }
 }

@@ -146,6 +146,29 @@ pub async fn dispatch<D: Disk, C: Clock>(
                 admin::incremental_alter_configs
             )
         }
+        Ok(ApiKey::DescribeTopicPartitions) => {
+            handle!(
+                DescribeTopicPartitionsRequest,
+                admin::describe_topic_partitions
+            )
+        }
+        Ok(ApiKey::ElectLeaders) => handle!(ElectLeadersRequest, admin::elect_leaders),
+        Ok(ApiKey::ListPartitionReassignments) => {
+            handle!(
+                ListPartitionReassignmentsRequest,
+                admin::list_partition_reassignments
+            )
+        }
+        Ok(ApiKey::AlterPartitionReassignments) => {
+            handle!(
+                AlterPartitionReassignmentsRequest,
+                admin::alter_partition_reassignments
+            )
+        }
+        Ok(ApiKey::DescribeLogDirs) => handle!(DescribeLogDirsRequest, admin::describe_log_dirs),
+        Ok(ApiKey::AlterReplicaLogDirs) => {
+            handle!(AlterReplicaLogDirsRequest, admin::alter_replica_log_dirs)
+        }
         Ok(ApiKey::Produce) => handle!(ProduceRequest, data::produce),
         Ok(ApiKey::Fetch) => handle!(FetchRequest, data::fetch),
         Ok(ApiKey::ListOffsets) => handle!(ListOffsetsRequest, data::list_offsets),
