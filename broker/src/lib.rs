@@ -11,6 +11,7 @@ pub mod handlers;
 pub mod metadata;
 pub mod node;
 pub mod partition;
+pub mod quorum;
 pub mod topic_config;
 pub mod wire;
 

@@ -13,6 +13,8 @@ use samsa_sim::seed::Seed;
 
 #[cfg(madsim)]
 pub mod groups;
+#[cfg(madsim)]
+pub mod quorum;
 pub mod scenarios;
 #[cfg(madsim)]
 pub mod sim_run;
@@ -99,6 +101,11 @@ pub struct SimOptions {
     /// Fire probability of `broker.cleaner.clean_now`, forced active when buggify is on (0: the
     /// site is an ordinary one).
     pub clean_now_p: f64,
+    /// Raft quorum scenarios: nodes, voters among them (the first ones), and the chance per
+    /// nemesis step of wiping one voter's disk (at most once per run). 0 elsewhere.
+    pub quorum_nodes: u32,
+    pub quorum_voters: u32,
+    pub wipe_p: f64,
 }
 
 impl SimOptions {
@@ -145,6 +152,9 @@ impl SimOptions {
             min_cleanable_dirty_ratio: 0.5,
             delete_retention_ms: 86_400_000,
             clean_now_p: 0.0,
+            quorum_nodes: 0,
+            quorum_voters: 0,
+            wipe_p: 0.0,
         }
     }
 
@@ -167,7 +177,7 @@ impl SimOptions {
              dup={:.2} key_bytes={} pause_ms={} safety_ms={} liveness_ms={} members={} \
              member_leave={:.2} member_crash={:.2} member_pause={:.2} stale_commit={:.2} \
              compacted={} keys={}+{} tombstone={:.2} segment_ms={} dirty_ratio={:.2} \
-             delete_retention_ms={} clean_now={:.2}",
+             delete_retention_ms={} clean_now={:.2} quorum={}/{} wipe={:.2}",
             self.partitions,
             self.producers,
             idem.join(","),
@@ -221,6 +231,9 @@ impl SimOptions {
             self.min_cleanable_dirty_ratio,
             self.delete_retention_ms,
             self.clean_now_p,
+            self.quorum_voters,
+            self.quorum_nodes,
+            self.wipe_p,
         )
     }
 }
@@ -356,6 +369,7 @@ pub fn mutant_targets(mutant: &str) -> &'static [&'static str] {
         "cleaner_drops_latest" | "cleaner_touches_active" | "cleaner_swap_no_sync_dir" => {
             &["single_compaction"]
         }
+        "raft_vote_without_log_check" | "raft_vote_persisted_after_reply" => &["cluster_quorum"],
         _ => &[],
     }
 }

@@ -105,7 +105,54 @@ pub const ALL: &[Scenario] = &[
         options: single_compaction,
         checks: COMPACTION_CHECKS,
     },
+    Scenario {
+        name: "cluster_quorum",
+        about: "the Raft metadata quorum alone: 3 or 5 nodes with 1/3/5 voters, a client \
+                proposing to the leader, partitions (one-way, split, isolated leader), pauses, \
+                power loss and restarts, a wiped voter (back as an observer); atlas: no disk \
+                EIO or bit flips, no clock faults (the quorum runs on monotonic time)",
+        options: cluster_quorum,
+        checks: QUORUM_CHECKS,
+    },
 ];
+
+const QUORUM_CHECKS: &[&str] = &[
+    "no_panic",
+    "raft_one_leader_per_term",
+    "raft_applied_agree",
+    "raft_no_double_vote",
+    "raft_liveness",
+];
+
+/// Atlas: crashes with power loss (torn, reordered and partially named unsynced writes),
+/// pauses, partitions of every shape, packet loss, slow disks, one wiped voter. No EIO and no
+/// bit flips (a lone corrupt vote file stops its node by design), no clock faults.
+pub fn cluster_quorum(s: &mut Seed) -> SimOptions {
+    let mut o = SimOptions::base();
+    o.quorum_nodes = *s.pick(&[3u32, 5]).unwrap_or(&3);
+    let voters: &[u32] = if o.quorum_nodes == 3 { &[1, 3] } else { &[1, 3, 5] };
+    o.quorum_voters = *s.pick(voters).unwrap_or(&3);
+    o.producers = 1;
+    o.idempotent = vec![false];
+    o.consumers = 0;
+    o.safety_ms = s.range_u64(5_000, 25_000);
+    o.liveness_ms = 20_000;
+    o.latency_ms = (1, s.range_u64(2, 30));
+    o.packet_loss = s.rate(0.5, 0.05);
+    o.crash_p = s.rate(0.3, 0.4);
+    o.pause_p = s.rate(0.5, 0.2);
+    o.partition_p = s.rate(0.3, 0.6);
+    o.wipe_p = if o.quorum_voters >= 3 { s.rate(0.5, 0.3) } else { 0.0 };
+    o.buggify = false;
+    o.disk.crash_torn = s.rate(0.3, 0.8);
+    o.disk.crash_reorder = s.rate(0.5, 0.5);
+    o.disk.crash_names_partial = s.rate(0.5, 0.5);
+    if s.chance(0.6) {
+        o.disk.latency_us = Some((10, s.range_u64(100, 5_000)));
+    }
+    o.nemesis_step_ms = (100, s.range_u64(500, 2_000));
+    o
+}
 
 fn workload(s: &mut Seed, o: &mut SimOptions) {
     o.partitions = s.range_u64(1, 3) as i32;

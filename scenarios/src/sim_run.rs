@@ -69,7 +69,17 @@ pub fn run_seed(
     // Host time, read outside the simulation (before and after `block_on`), only to report
     // the CPU cost per seed; nothing inside the run can see it.
     let wall = std::time::Instant::now();
-    let result = block_on_caught(rt, supervise(run));
+    let result = if scenario.name == crate::quorum::SCENARIO {
+        let q = crate::quorum::QuorumRun {
+            seed,
+            opts: opts.clone(),
+            trace: trace.clone(),
+            hooks: hooks.clone(),
+        };
+        block_on_caught(rt, crate::quorum::supervise(q))
+    } else {
+        block_on_caught(rt, supervise(run))
+    };
     let wall_us = u64::try_from(wall.elapsed().as_micros()).unwrap_or(u64::MAX);
 
     let mut outcome = RunOutcome {

@@ -158,6 +158,26 @@ pub struct History {
     /// compaction scenarios keep the broker's clock in step with simulated time (a constant
     /// offset, no drift, no jumps), so elapsed simulated time is elapsed broker time.
     pub delete_retention_ms: Option<i64>,
+    /// What the Raft quorum scenarios recorded (empty elsewhere: the raft checks pass).
+    pub raft: RaftHistory,
+}
+
+/// The omniscient record of a Raft quorum run: what every node did, durably or on the wire.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RaftHistory {
+    /// Every "became leader": (at_ms, node, term).
+    pub leaders: Vec<(u64, u32, u64)>,
+    /// Every granted (non-pre-) vote as sent: (at_ms, node, directory id, term, candidate).
+    pub votes_sent: Vec<(u64, u32, u128, u64, u32)>,
+    /// Every durable hard state with a vote: (at_ms, node, directory id, term, candidate).
+    pub votes_durable: Vec<(u64, u32, u128, u64, u32)>,
+    /// Per node, every applied entry in apply order: (index, term, payload). Restarts re-apply
+    /// from the snapshot, so an index may repeat; it must repeat identically.
+    pub applied: BTreeMap<u32, Vec<(u64, u64, Vec<u8>)>>,
+    /// Voters by node id (liveness counts a majority of them).
+    pub voters: Vec<u32>,
+    /// Liveness probe after healing: `None` when it was not run (not a Raft run).
+    pub liveness: Option<Result<(), String>>,
 }
 
 /// A sent value starting with this is a tombstone (the record's value is null).

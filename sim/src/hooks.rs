@@ -35,6 +35,8 @@ pub const MUTANTS: &[&str] = &[
     "cleaner_drops_latest",
     "cleaner_touches_active",
     "cleaner_swap_no_sync_dir",
+    "raft_vote_without_log_check",
+    "raft_vote_persisted_after_reply",
 ];
 
 #[derive(Debug, Default, Clone, Copy)]

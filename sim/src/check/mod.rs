@@ -22,6 +22,10 @@ pub mod no_panic;
 pub mod offsets_unique;
 pub mod poll_monotonic;
 pub mod producer_order;
+pub mod raft_applied_agree;
+pub mod raft_liveness;
+pub mod raft_no_double_vote;
+pub mod raft_one_leader_per_term;
 pub mod reads_valid;
 
 /// A check: `Err(message)` names the first violation.
@@ -54,6 +58,10 @@ pub const ALL: &[(&str, CheckFn)] = &[
         "compaction_tombstone_retention",
         compaction_tombstone_retention::check,
     ),
+    ("raft_one_leader_per_term", raft_one_leader_per_term::check),
+    ("raft_applied_agree", raft_applied_agree::check),
+    ("raft_no_double_vote", raft_no_double_vote::check),
+    ("raft_liveness", raft_liveness::check),
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
