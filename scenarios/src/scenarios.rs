@@ -130,7 +130,11 @@ const QUORUM_CHECKS: &[&str] = &[
 pub fn cluster_quorum(s: &mut Seed) -> SimOptions {
     let mut o = SimOptions::base();
     o.quorum_nodes = *s.pick(&[3u32, 5]).unwrap_or(&3);
-    let voters: &[u32] = if o.quorum_nodes == 3 { &[1, 3] } else { &[1, 3, 5] };
+    let voters: &[u32] = if o.quorum_nodes == 3 {
+        &[1, 3]
+    } else {
+        &[1, 3, 5]
+    };
     o.quorum_voters = *s.pick(voters).unwrap_or(&3);
     o.producers = 1;
     o.idempotent = vec![false];
@@ -142,7 +146,11 @@ pub fn cluster_quorum(s: &mut Seed) -> SimOptions {
     o.crash_p = s.rate(0.3, 0.4);
     o.pause_p = s.rate(0.5, 0.2);
     o.partition_p = s.rate(0.3, 0.6);
-    o.wipe_p = if o.quorum_voters >= 3 { s.rate(0.5, 0.3) } else { 0.0 };
+    o.wipe_p = if o.quorum_voters >= 3 {
+        s.rate(0.5, 0.3)
+    } else {
+        0.0
+    };
     o.buggify = false;
     o.disk.crash_torn = s.rate(0.3, 0.8);
     o.disk.crash_reorder = s.rate(0.5, 0.5);
