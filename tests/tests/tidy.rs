@@ -362,7 +362,10 @@ fn wall_clock_fires_in_cores_but_not_in_clock_rs() {
     // tokio's monotonic (and, under madsim, simulated) clock is allowed; a bare import is not.
     let tokio = concat!("fn f() { let _ = tokio::time::Instant", "::now(); }\n");
     quiet("broker/src/x.rs", tokio);
-    let bare = concat!("use tokio::time::Instant;\nfn f() { let _ = Instant", "::now(); }\n");
+    let bare = concat!(
+        "use tokio::time::Instant;\nfn f() { let _ = Instant",
+        "::now(); }\n"
+    );
     fires("broker/src/x.rs", bare, "wall clock");
 }
 
