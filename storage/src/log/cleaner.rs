@@ -118,7 +118,7 @@ pub struct RewriteRules<'a> {
     pub map: &'a OffsetMap,
     pub now_ms: i64,
     pub delete_retention_ms: i64,
-    /// Keep an emptied batch as a header (it is its producer's last batch in the log).
+    /// Keep an emptied batch as a header (it is in its producer's dedup window).
     pub keep_if_empty: bool,
 }
 
@@ -598,17 +598,17 @@ impl<D: Disk> PartitionLog<D> {
                 let stored = self
                     .read_stored_batch(base, *position, hdr.total_bytes)
                     .await?;
-                let last_of_producer = hdr.producer_id >= 0
-                    && self
-                        .producers
-                        .get(hdr.producer_id)
-                        .and_then(|e| e.batches.back())
-                        .is_some_and(|b| b.last_offset == hdr.last_offset());
+                // Emptied batches still in their producer's dedup window stay as headers, so a
+                // retry of any of them is recognised after a restart rebuilt the window.
+                let in_producer_window = hdr.producer_id >= 0
+                    && self.producers.get(hdr.producer_id).is_some_and(|e| {
+                        e.batches.iter().any(|b| b.last_offset == hdr.last_offset())
+                    });
                 let rules = RewriteRules {
                     map,
                     now_ms: options.now_ms,
                     delete_retention_ms: options.delete_retention_ms,
-                    keep_if_empty: last_of_producer,
+                    keep_if_empty: in_producer_window,
                 };
                 let rewritten = rewrite_batch(&stored, &rules).map_err(|e| {
                     tracing::error!(dir = %self.dir, segment = base, position, error = %e,
