@@ -2,6 +2,9 @@
 # ci/compat.sh: the Kafka compatibility report card (issue 8). Runs the Kafka clients' own test
 # suites against a Samsa broker this script starts on 127.0.0.1:0:
 #   librdkafka    tests/ of librdkafka (from the npm package @confluentinc/kafka-javascript)
+#                 that talk to a broker
+#   librdkafka-local  the same suite's local tests (TEST_F_LOCAL: client unit tests and
+#                 librdkafka's own mock cluster); they never reach Samsa and are counted apart
 #   kafka-python  test/integration/ of the kafka-python sdist (PyPI), with compat/kafka-python/
 # Downloads and build products live in target/compat/ (never committed; a second run reuses
 # them). Every broker it starts is stopped on exit (trap). It prints, per suite,
@@ -9,7 +12,8 @@
 # and exits non-zero iff a test of compat/SUITE.allow did not pass or the harness broke.
 # It never edits the allowlists and never talks to anything but 127.0.0.1 and the registries.
 #
-# Usage: ci/compat.sh [--suite librdkafka|kafka-python|all] [--tests LIST] [--jobs N]
+# Usage: ci/compat.sh [--suite librdkafka|librdkafka-local|kafka-python|all] [--tests LIST]
+#                     [--jobs N]
 #   --suite   which suite (default all)
 #   --tests   comma list: librdkafka test numbers (0012,0081) and/or pytest -k expressions for
 #             kafka-python (test_end_to_end); default: the whole suite minus the skip list
@@ -27,13 +31,14 @@ while [[ $# -gt 0 ]]; do
     --suite) SUITE="$2"; shift ;;
     --tests) TESTS_ARG="$2"; shift ;;
     --jobs) JOBS="$2"; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "ci/compat.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
 done
-case "$SUITE" in librdkafka|kafka-python|all) ;; *)
-  echo "ci/compat.sh: --suite must be librdkafka, kafka-python or all" >&2; exit 2 ;;
+case "$SUITE" in librdkafka|librdkafka-local|kafka-python|all) ;; *)
+  echo "ci/compat.sh: --suite must be librdkafka, librdkafka-local, kafka-python or all" >&2
+  exit 2 ;;
 esac
 
 # Pinned inputs (bump deliberately; the allowlists are measured against these).
@@ -42,6 +47,7 @@ KP_VERSION=3.0.12           # kafka-python sdist
 RDK_BROKER_VERSION=3.9.0    # what librdkafka's test-runner assumes the broker is
 KP_BROKER_VERSION=4.0.0     # what kafka-python's fixtures assume (4.x: no ZooKeeper path)
 RDK_PROC_TIMEOUT_S=600      # one test-runner process (one test number) at most
+RDK_LOCAL_TIMEOUT_S=120     # one local test-runner process at most (the kept ones take < 40 s)
 KP_TEST_TIMEOUT_S=120       # one pytest test at most
 BROKER_START_TIMEOUT_S=30
 MAX_JOBS=16
@@ -175,17 +181,19 @@ fetch_build_librdkafka() {
   fi
 }
 
-# The test numbers to run: --tests, else every broker test minus compat/librdkafka.skip.
+# rdk_selected [LIST_CMD SKIP]: the test numbers to run: --tests, else every test LIST_CMD
+# (report.py rdk-tests / rdk-local-tests) names minus the skip file.
 rdk_selected() {
+  local list_cmd="${1:-rdk-tests}" skip="${2:-compat/librdkafka.skip}"
   local list
-  list="$(python3 "$REPORT" rdk-tests "$RDK_SRC/tests/test.c" | awk '{print $1}' | sort -u)"
+  list="$(python3 "$REPORT" "$list_cmd" "$RDK_SRC/tests/test.c" | awk '{print $1}' | sort -u)"
   if [[ -n "$TESTS_ARG" ]]; then
     local want
     want="$(tr ', ' '\n\n' <<<"$TESTS_ARG" | grep -E '^[0-9]{4}$' | sort -u || true)"
     comm -12 <(echo "$list") <(echo "$want")
   else
     comm -23 <(echo "$list") \
-      <(sed 's/#.*//' compat/librdkafka.skip | awk 'NF {print $1}' | sort -u)
+      <(sed 's/#.*//' "$skip" | awk 'NF {print $1}' | sort -u)
   fi
 }
 
@@ -251,6 +259,43 @@ run_librdkafka() {
   fi
   cleanup
   python3 "$REPORT" rdk-results "$RDK_SRC/tests/test.c" "$logdir" "$COMPAT/librdkafka.results"
+}
+
+# ---------------------------------------------------------------------- librdkafka-local
+# rdk_run_local NUMBER LOGDIR: one test-runner process for the local tests of one number (-l:
+# only those; the broker tests of the same number belong to the librdkafka suite). Full mode,
+# not -Q: in quick mode most mock-cluster sub-tests skip themselves and a pass means little.
+rdk_run_local() {
+  local num="$1" logdir="$2"
+  local log="$logdir/$num.local.log" start=$SECONDS
+  (cd "$RDK_SRC/tests" && env LD_LIBRARY_PATH="$RDK_SRC/src:$RDK_SRC/src-cpp" \
+      RDKAFKA_TEST_CONF="$logdir/test.conf" TEST_KAFKA_VERSION="$RDK_BROKER_VERSION" \
+      TESTS="$num" timeout -k 10 "$RDK_LOCAL_TIMEOUT_S" ./test-runner -l \
+      >"$log" 2>&1) 2>>"$log" || true
+  local verdict
+  verdict="$(sed 's/\x1b\[[0-9;]*m//g' "$log" \
+    | awk -v n="$num" '$1=="|" && index($2, n"_")==1 {printf "%s=%s ", $2, $4}')"
+  echo "  librdkafka-local $num ($((SECONDS - start))s): ${verdict:-no summary (crash or timeout)}"
+}
+export -f rdk_run_local
+export RDK_LOCAL_TIMEOUT_S
+
+run_librdkafka_local() {
+  fetch_build_librdkafka
+  local logdir="$RUN/librdkafka-local-logs"
+  rm -rf "$logdir"
+  mkdir -p "$logdir"
+  # No broker: an empty client config (the mock tests start librdkafka's mock cluster).
+  : >"$logdir/test.conf"
+  local nums
+  nums="$(rdk_selected rdk-local-tests compat/librdkafka-local.skip)"
+  echo "compat: librdkafka-local: $(wc -w <<<"$nums") test numbers, $JOBS in parallel"
+  # shellcheck disable=SC2016
+  tr ' ' '\n' <<<"$nums" | grep . | xargs -P "$JOBS" -I{} \
+    bash -c 'rdk_run_local "$1" "$2"' _ {} "$logdir"
+  phase "librdkafka-local run"
+  python3 "$REPORT" rdk-local-results "$RDK_SRC/tests/test.c" "$logdir" \
+    "$COMPAT/librdkafka-local.results"
 }
 
 # -------------------------------------------------------------------------- kafka-python
@@ -336,6 +381,10 @@ card() {  # card SUITE: print the suite's line; remember a failure
 if [[ "$SUITE" == librdkafka || "$SUITE" == all ]]; then
   run_librdkafka
   card librdkafka
+fi
+if [[ "$SUITE" == librdkafka-local || "$SUITE" == all ]]; then
+  run_librdkafka_local
+  card librdkafka-local
 fi
 if [[ "$SUITE" == kafka-python || "$SUITE" == all ]]; then
   run_kafka_python

@@ -8,7 +8,11 @@ starts a process and never touches the network; ci/compat.sh does all of that.
 
 Usage:
   report.py rdk-tests TEST_C                      broker tests: `number name scenario flags`
-  report.py rdk-results TEST_C LOGDIR OUT         runner logs (LOGDIR/<number>.log) -> OUT
+  report.py rdk-local-tests TEST_C                local tests: `number name local flags`
+  report.py rdk-results TEST_C LOGDIR OUT         runner logs (LOGDIR/<number>.<scenario>.log)
+                                                  of the broker tests -> OUT
+  report.py rdk-local-results TEST_C LOGDIR OUT   runner logs (LOGDIR/<number>.local.log) of the
+                                                  local tests -> OUT
   report.py pytest-results [--skip=FILE] JUNIT_XML... OUT
                                                   pytest junit files (+ deselected) -> OUT
   report.py card SUITE RESULTS ALLOWLIST [--subset]
@@ -32,8 +36,10 @@ ROW = re.compile(r"^\|\s*(\d{4}_\w+)\s*\|\s*([A-Z_]+)\s*\|\s*([0-9.]+)s\s*\|\s*(
 MAX_NOTE = 160
 
 
-def rdk_tests(test_c: Path) -> list[tuple[str, str, str, str]]:
-    """Every test of the table that needs a broker: not local-only (mock), not manual."""
+def rdk_tests(test_c: Path, local: bool = False) -> list[tuple[str, str, str, str]]:
+    """Every test of the table that needs a broker: not local-only (mock), not manual. With
+    `local`, the other half: every `TEST_F_LOCAL` test (client unit tests and librdkafka's mock
+    cluster; they never reach a broker), not manual, under the scenario name `local`."""
     text = test_c.read_text(errors="replace")
     start = text.index("struct test tests[]")
     end = text.index("{NULL}", start) + len("{NULL}")
@@ -45,10 +51,13 @@ def rdk_tests(test_c: Path) -> list[tuple[str, str, str, str]]:
         stop = starts[i + 1].start() if i + 1 < len(starts) else len(table)
         name, rest = match.group(1), table[match.end():stop]
         flags = " ".join(sorted(set(re.findall(r"TEST_F_\w+", rest)))) or "-"
-        if "TEST_F_LOCAL" in flags.split() or "TEST_F_MANUAL" in flags.split():
+        if "TEST_F_MANUAL" in flags.split() or ("TEST_F_LOCAL" in flags.split()) != local:
             continue
         scen = re.search(r'\.scenario\s*=\s*"([^"]*)"', rest)
-        out.append((name[:4], name, scen.group(1) if scen else "default", flags))
+        if local:
+            out.append((name[:4], name, "local", flags))
+        else:
+            out.append((name[:4], name, scen.group(1) if scen else "default", flags))
     return out
 
 
@@ -66,10 +75,11 @@ def parse_runner_log(log: Path) -> dict[str, tuple[str, str, str]]:
     return rows
 
 
-def rdk_results(test_c: Path, logdir: Path, out: Path) -> None:
-    """One row per broker test; a test number may have one log per scenario."""
+def rdk_results(test_c: Path, logdir: Path, out: Path, local: bool = False) -> None:
+    """One row per broker (or, with `local`, local) test; a test number may have one log per
+    scenario (local tests: `<number>.local.log`)."""
     lines = []
-    for number, name, scenarios, _flags in rdk_tests(test_c):
+    for number, name, scenarios, _flags in rdk_tests(test_c, local):
         # Only the logs of the scenarios the test belongs to (`default`, `noautocreate`, ...).
         logs = [logdir / f"{number}.{sc}.log" for sc in scenarios.split(",")]
         logs = [log for log in logs if log.exists()]
@@ -166,8 +176,12 @@ def main(argv: list[str]) -> int:
         for row in rdk_tests(Path(argv[2])):
             print(" ".join(row))
         return 0
-    if cmd == "rdk-results" and len(argv) == 5:
-        rdk_results(Path(argv[2]), Path(argv[3]), Path(argv[4]))
+    if cmd == "rdk-local-tests" and len(argv) == 3:
+        for row in rdk_tests(Path(argv[2]), local=True):
+            print(" ".join(row))
+        return 0
+    if cmd in ("rdk-results", "rdk-local-results") and len(argv) == 5:
+        rdk_results(Path(argv[2]), Path(argv[3]), Path(argv[4]), cmd == "rdk-local-results")
         return 0
     if cmd == "pytest-results" and len(argv) >= 4:
         args = argv[2:]

@@ -82,6 +82,13 @@ pub const CLEANER_DEFAULTS: &[(&str, &str)] = &[
     ("min.compaction.lag.ms", "0"),
 ];
 
+/// Kafka topic configs Samsa accepts, validates and reports but that change nothing, with
+/// Kafka's defaults (used when the node config names none):
+/// - `file.delete.delay.ms`: Kafka renames a deleted segment to `.deleted` and removes the file
+///   this long after; Samsa removes segment files at once, so the value has no effect. Clients
+///   set it when creating topics (librdkafka's 0077_compaction), so it must not be refused.
+pub const NO_EFFECT_DEFAULTS: &[(&str, &str)] = &[("file.delete.delay.ms", "60000")];
+
 /// Parses a ratio in [0, 1] (a decimal like `0.5`) into millionths.
 pub fn parse_ratio_ppm(value: &str) -> Option<i64> {
     let v: f64 = value.trim().parse().ok()?;
@@ -117,6 +124,7 @@ pub const TOPIC_CONFIG_NAMES: &[&str] = &[
     "cleanup.policy",
     "compression.type",
     "delete.retention.ms",
+    "file.delete.delay.ms",
     "flush.interval.ms",
     "flush.policy",
     "max.compaction.lag.ms",
@@ -139,7 +147,7 @@ pub struct TopicDefaults {
 
 impl TopicDefaults {
     pub fn new(mut values: BTreeMap<String, String>) -> Result<TopicDefaults, ConfigError> {
-        for (name, value) in CLEANER_DEFAULTS {
+        for (name, value) in CLEANER_DEFAULTS.iter().chain(NO_EFFECT_DEFAULTS) {
             values
                 .entry(name.to_string())
                 .or_insert_with(|| value.to_string());
@@ -236,7 +244,9 @@ pub fn validate_entry(name: &str, value: &str) -> Result<(), ConfigError> {
         "flush.interval.ms" => int_in(name, value, 1, i64::MAX),
         "max.message.bytes" => int_in(name, value, 0, i32::MAX as i64),
         "min.insync.replicas" => int_in(name, value, 1, 1),
-        "delete.retention.ms" | "min.compaction.lag.ms" => int_in(name, value, 0, i64::MAX),
+        "delete.retention.ms" | "min.compaction.lag.ms" | "file.delete.delay.ms" => {
+            int_in(name, value, 0, i64::MAX)
+        }
         "max.compaction.lag.ms" => int_in(name, value, 1, i64::MAX),
         "min.cleanable.dirty.ratio" => match parse_ratio_ppm(value) {
             Some(_) => Ok(()),
@@ -373,5 +383,41 @@ mod tests {
         assert!(c.compact && !c.delete);
         assert_eq!(c.min_cleanable_dirty_ratio_ppm, 10_000);
         assert!((c.min_cleanable_dirty_ratio() - 0.01).abs() < 1e-9);
+    }
+
+    #[test]
+    fn file_delete_delay_is_accepted_validated_and_described() {
+        assert!(validate_entry("file.delete.delay.ms", "0").is_ok());
+        assert!(validate_entry("file.delete.delay.ms", "9223372036854775807").is_ok());
+        assert!(validate_entry("file.delete.delay.ms", "-1").is_err());
+        assert!(validate_entry("file.delete.delay.ms", "soon").is_err());
+        assert!(validate_entry("file.delete.delay.ms", "9223372036854775808").is_err());
+        let d = defaults();
+        assert_eq!(d.get("file.delete.delay.ms"), Some("60000"));
+        let described = d.describe(&BTreeMap::new());
+        assert!(described
+            .iter()
+            .any(|(n, v, def)| n == "file.delete.delay.ms" && v == "60000" && *def));
+        // As librdkafka's 0077_compaction creates its topic: accepted, reported as set, and the
+        // typed config (what the log acts on) is the same as without it.
+        let o = BTreeMap::from([
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            ("file.delete.delay.ms".to_string(), "10000".to_string()),
+        ]);
+        validate_overrides(&o).expect("valid");
+        let described = d.describe(&o);
+        assert!(described
+            .iter()
+            .any(|(n, v, def)| n == "file.delete.delay.ms" && v == "10000" && !*def));
+        let without = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+        assert_eq!(d.resolve(&o), d.resolve(&without));
+        // A node config may set its own default; a bad one is refused at startup.
+        let mut m = BTreeMap::from([("file.delete.delay.ms".to_string(), "-5".to_string())]);
+        for name in TOPIC_CONFIG_NAMES {
+            if let Some(v) = d.get(name) {
+                m.entry(name.to_string()).or_insert_with(|| v.to_string());
+            }
+        }
+        assert!(TopicDefaults::new(m).is_err());
     }
 }
