@@ -42,6 +42,10 @@ pub const PROPOSE_TIMEOUT_MS: u64 = 3_000;
 pub const APPLIED_RECORDS_MAX: usize = 50_000;
 /// Voters waiting for the vote-crash nemesis; more are not crashed.
 pub const VOTE_CRASH_QUEUE_MAX: usize = 16;
+/// Attempts to start a node's quorum shell (its address may still be held just after a kill).
+pub const START_ATTEMPTS_MAX: u32 = 50;
+/// Pause between start attempts.
+pub const START_RETRY_MS: u64 = 100;
 
 /// Everything the runner hands a quorum run.
 pub struct QuorumRun {
@@ -274,32 +278,39 @@ pub async fn supervise(run: QuorumRun) -> (History, u64, Coverage) {
                         child_seed(base, &format!("incarnation{k}"))
                     };
                     let observer: Arc<dyn ShellObserver> = recorder;
-                    let started = QuorumNode::spawn(
-                        cfg,
-                        SimDisk::current(),
-                        TokioNet,
-                        seed,
-                        ListMachine::default(),
-                        Some(observer),
-                    )
-                    .await;
-                    match started {
-                        Ok(handle) => {
-                            let s = handle.status();
-                            trace.event(format!(
-                                "n{} start #{k} dir={:x} role={:?} term={}",
-                                i + 1,
-                                s.directory_id.0 >> 96,
-                                s.role,
-                                s.term
-                            ));
-                            handles
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .insert(i, handle);
-                            std::future::pending::<()>().await;
+                    // A restarted node's old listener may still hold the address for a moment
+                    // (sim seed 888000111529): retry, bounded, instead of staying down.
+                    for attempt in 0..START_ATTEMPTS_MAX {
+                        let started = QuorumNode::spawn(
+                            cfg.clone(),
+                            SimDisk::current(),
+                            TokioNet,
+                            seed,
+                            ListMachine::default(),
+                            Some(observer.clone()),
+                        )
+                        .await;
+                        match started {
+                            Ok(handle) => {
+                                let s = handle.status();
+                                trace.event(format!(
+                                    "n{} start #{k} dir={:x} role={:?} term={}",
+                                    i + 1,
+                                    s.directory_id.0 >> 96,
+                                    s.role,
+                                    s.term
+                                ));
+                                handles
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .insert(i, handle);
+                                std::future::pending::<()>().await;
+                            }
+                            Err(e) => {
+                                trace.event(format!("n{} failed to start ({attempt}): {e}", i + 1));
+                                madsim::time::sleep(Duration::from_millis(START_RETRY_MS)).await;
+                            }
                         }
-                        Err(e) => trace.event(format!("n{} failed to start: {e}", i + 1)),
                     }
                 }
             })
@@ -370,6 +381,10 @@ pub async fn supervise(run: QuorumRun) -> (History, u64, Coverage) {
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&(i as u32));
                 madsim::time::sleep(Duration::from_millis(s.range_u64(5, 300))).await;
+                // Kill first: another nemesis may have restarted it meanwhile (seed 888000111529).
+
+                h.kill(id);
+
                 h.restart(id);
             }
         })
@@ -405,6 +420,10 @@ pub async fn supervise(run: QuorumRun) -> (History, u64, Coverage) {
             fs.shared
                 .wipe(samsa_sim::disk::node_number(node_ids[i as usize]));
             madsim::time::sleep(Duration::from_millis(seed.range_u64(10, 1_000))).await;
+            // Kill first: another nemesis may have restarted it meanwhile (seed 888000111529).
+
+            h.kill(node_ids[i as usize]);
+
             h.restart(node_ids[i as usize]);
         } else if seed.chance(o.crash_p) {
             let i = pick(&mut seed);
@@ -413,6 +432,10 @@ pub async fn supervise(run: QuorumRun) -> (History, u64, Coverage) {
             h.kill(node_ids[i as usize]);
             handles.lock().unwrap_or_else(|p| p.into_inner()).remove(&i);
             madsim::time::sleep(Duration::from_millis(seed.range_u64(10, 2_000))).await;
+            // Kill first: another nemesis may have restarted it meanwhile (seed 888000111529).
+
+            h.kill(node_ids[i as usize]);
+
             h.restart(node_ids[i as usize]);
         } else if seed.chance(o.pause_p) {
             let i = pick(&mut seed);
@@ -484,6 +507,10 @@ pub async fn supervise(run: QuorumRun) -> (History, u64, Coverage) {
     for i in 0..n {
         if handle_of(&handles, i).is_none() {
             run.trace.event(format!("liveness: restart n{}", i + 1));
+            // Kill first: another nemesis may have restarted it meanwhile (seed 888000111529).
+
+            h.kill(node_ids[i as usize]);
+
             h.restart(node_ids[i as usize]);
         }
     }
