@@ -212,6 +212,47 @@ impl Member {
         false
     }
 
+    /// One Poll op per held partition from its position; positions move past what was read.
+    async fn poll_all(
+        &mut self,
+        consumer: &mut Consumer<Net>,
+        consumer_id: u32,
+        positions: &mut BTreeMap<i32, i64>,
+    ) {
+        for (p, position) in positions.iter_mut() {
+            let call = Call::Poll {
+                consumer: consumer_id,
+                partition: *p,
+                from_offset: *position,
+            };
+            let op = invoke(&self.wl, self.process, call);
+            let outcome = match consumer
+                .fetch(TOPIC, *p, *position, 100, FETCH_BYTES_MAX)
+                .await
+            {
+                Ok(ok) => {
+                    let from = *position;
+                    let records: Vec<(i64, String)> = ok
+                        .records
+                        .iter()
+                        .filter(|(o, _)| *o >= from)
+                        .map(|(o, r)| (*o, value_string(r)))
+                        .collect();
+                    if let Some((last, _)) = records.last() {
+                        *position = last + 1;
+                    }
+                    Outcome::Polled {
+                        records,
+                        high_watermark: ok.high_watermark,
+                        log_end_offset: None,
+                    }
+                }
+                Err(e) => outcome_of_read(&e),
+            };
+            complete(&self.wl, op, self.process, outcome);
+        }
+    }
+
     fn consumer_id(&mut self) -> u32 {
         let id = GROUP_CONSUMER_BASE
             + self.index * CONSUMER_IDS_PER_MEMBER
@@ -295,38 +336,8 @@ impl Member {
             if stopping(&self.wl) {
                 return Next::Rejoin;
             }
-            for (p, position) in positions.iter_mut() {
-                let call = Call::Poll {
-                    consumer: consumer_id,
-                    partition: *p,
-                    from_offset: *position,
-                };
-                let op = invoke(&self.wl, self.process, call);
-                let outcome = match consumer
-                    .fetch(TOPIC, *p, *position, 100, FETCH_BYTES_MAX)
-                    .await
-                {
-                    Ok(ok) => {
-                        let from = *position;
-                        let records: Vec<(i64, String)> = ok
-                            .records
-                            .iter()
-                            .filter(|(o, _)| *o >= from)
-                            .map(|(o, r)| (*o, value_string(r)))
-                            .collect();
-                        if let Some((last, _)) = records.last() {
-                            *position = last + 1;
-                        }
-                        Outcome::Polled {
-                            records,
-                            high_watermark: ok.high_watermark,
-                            log_end_offset: None,
-                        }
-                    }
-                    Err(e) => outcome_of_read(&e),
-                };
-                complete(&self.wl, op, self.process, outcome);
-            }
+            self.poll_all(&mut consumer, consumer_id, &mut positions)
+                .await;
             // Positions reset by OFFSET_OUT_OF_RANGE would go backwards: never here (commits
             // only name offsets below the high watermark), so a new consumer id is not needed.
             if !positions.is_empty() {
@@ -624,38 +635,7 @@ impl Member {
                     }
                 }
             }
-            for (p, position) in held.iter_mut() {
-                let call = Call::Poll {
-                    consumer: consumer_id,
-                    partition: *p,
-                    from_offset: *position,
-                };
-                let op = invoke(&self.wl, self.process, call);
-                let outcome = match consumer
-                    .fetch(TOPIC, *p, *position, 100, FETCH_BYTES_MAX)
-                    .await
-                {
-                    Ok(ok) => {
-                        let from = *position;
-                        let records: Vec<(i64, String)> = ok
-                            .records
-                            .iter()
-                            .filter(|(o, _)| *o >= from)
-                            .map(|(o, r)| (*o, value_string(r)))
-                            .collect();
-                        if let Some((last, _)) = records.last() {
-                            *position = last + 1;
-                        }
-                        Outcome::Polled {
-                            records,
-                            high_watermark: ok.high_watermark,
-                            log_end_offset: None,
-                        }
-                    }
-                    Err(e) => outcome_of_read(&e),
-                };
-                complete(&self.wl, op, self.process, outcome);
-            }
+            self.poll_all(&mut consumer, consumer_id, &mut held).await;
             let offsets: Vec<(i32, i64)> = held.iter().map(|(p, o)| (*p, *o)).collect();
             if !self.commit848(cm, offsets).await {
                 return false;

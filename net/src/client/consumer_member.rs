@@ -10,19 +10,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
-use kafka_protocol::messages::offset_commit_request::{
-    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
-};
-use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
-use kafka_protocol::messages::{
-    ApiKey, ConsumerGroupHeartbeatRequest, GroupId, OffsetCommitRequest, OffsetFetchRequest,
-    TopicName,
-};
+use kafka_protocol::messages::{ApiKey, ConsumerGroupHeartbeatRequest, GroupId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use super::{ClientConfig, ClientError, Session};
-use crate::error::code;
 use crate::io::Net;
 
 /// Partitions one heartbeat answer may assign for the client to keep them.
@@ -197,43 +189,9 @@ impl<N: Net> ConsumerMember<N> {
         topic: &str,
         offsets: &[(i32, i64)],
     ) -> Result<(), ClientError> {
-        let mut t = OffsetCommitRequestTopic::default();
-        t.name = TopicName(StrBytes::from_string(topic.to_owned()));
-        t.partitions = offsets
-            .iter()
-            .map(|&(p, o)| {
-                let mut e = OffsetCommitRequestPartition::default();
-                e.partition_index = p;
-                e.committed_offset = o;
-                e.committed_leader_epoch = -1;
-                e.committed_metadata = Some(StrBytes::from_static_str(""));
-                e
-            })
-            .collect();
-        let mut request = OffsetCommitRequest::default();
-        request.group_id = GroupId(StrBytes::from_string(self.config.group.clone()));
-        request.generation_id_or_member_epoch = epoch;
-        request.member_id = StrBytes::from_string(self.member_id.clone());
-        request.retention_time_ms = -1;
-        request.topics = vec![t];
-        let r = self.session.call(&request, Duration::ZERO).await?;
-        let mut seen = 0usize;
-        for p in r.topics.iter().flat_map(|t| t.partitions.iter()) {
-            seen += 1;
-            if p.error_code != code::NONE {
-                return Err(ClientError::broker(
-                    ApiKey::OffsetCommit as i16,
-                    p.error_code,
-                    None,
-                ));
-            }
-        }
-        if seen != offsets.len() {
-            return Err(ClientError::Protocol {
-                reason: format!("commit answered {seen} of {} partitions", offsets.len()),
-            });
-        }
-        Ok(())
+        let (group, member) = (self.config.group.clone(), self.member_id.clone());
+        super::group::commit_offsets(&mut self.session, &group, epoch, &member, topic, offsets)
+            .await
     }
 
     /// OffsetFetch: the committed offset per partition (-1 when none).
@@ -242,39 +200,7 @@ impl<N: Net> ConsumerMember<N> {
         topic: &str,
         partitions: &[i32],
     ) -> Result<Vec<(i32, i64)>, ClientError> {
-        let mut t = OffsetFetchRequestTopic::default();
-        t.name = TopicName(StrBytes::from_string(topic.to_owned()));
-        t.partition_indexes = partitions.to_vec();
-        let mut request = OffsetFetchRequest::default();
-        request.group_id = GroupId(StrBytes::from_string(self.config.group.clone()));
-        request.topics = Some(vec![t]);
-        let r = self.session.call_read(&request, Duration::ZERO).await?;
-        if r.error_code != code::NONE {
-            return Err(ClientError::broker(
-                ApiKey::OffsetFetch as i16,
-                r.error_code,
-                None,
-            ));
-        }
-        let mut out = Vec::new();
-        for p in r
-            .topics
-            .iter()
-            .filter(|t| t.name.0.as_str() == topic)
-            .flat_map(|t| t.partitions.iter())
-        {
-            if p.error_code != code::NONE {
-                return Err(ClientError::broker(
-                    ApiKey::OffsetFetch as i16,
-                    p.error_code,
-                    None,
-                ));
-            }
-            if out.len() >= ASSIGNED_PARTITIONS_MAX {
-                break;
-            }
-            out.push((p.partition_index, p.committed_offset));
-        }
-        Ok(out)
+        let group = self.config.group.clone();
+        super::group::fetch_committed(&mut self.session, &group, topic, partitions).await
     }
 }

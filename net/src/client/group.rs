@@ -289,43 +289,16 @@ impl<N: Net> GroupMember<N> {
         topic: &str,
         offsets: &[(i32, i64)],
     ) -> Result<(), ClientError> {
-        let mut t = OffsetCommitRequestTopic::default();
-        t.name = TopicName(StrBytes::from_string(topic.to_owned()));
-        t.partitions = offsets
-            .iter()
-            .map(|&(p, o)| {
-                let mut e = OffsetCommitRequestPartition::default();
-                e.partition_index = p;
-                e.committed_offset = o;
-                e.committed_leader_epoch = -1;
-                e.committed_metadata = Some(StrBytes::from_static_str(""));
-                e
-            })
-            .collect();
-        let mut request = OffsetCommitRequest::default();
-        request.group_id = GroupId(StrBytes::from_string(self.config.group.clone()));
-        request.generation_id_or_member_epoch = generation;
-        request.member_id = StrBytes::from_string(self.member_id.clone());
-        request.retention_time_ms = -1;
-        request.topics = vec![t];
-        let r = self.session.call(&request, Duration::ZERO).await?;
-        let mut seen = 0usize;
-        for p in r.topics.iter().flat_map(|t| t.partitions.iter()) {
-            seen += 1;
-            if p.error_code != 0 {
-                return Err(ClientError::broker(
-                    ApiKey::OffsetCommit as i16,
-                    p.error_code,
-                    None,
-                ));
-            }
-        }
-        if seen != offsets.len() {
-            return Err(ClientError::Protocol {
-                reason: format!("commit answered {seen} of {} partitions", offsets.len()),
-            });
-        }
-        Ok(())
+        let (group, member) = (self.config.group.clone(), self.member_id.clone());
+        commit_offsets(
+            &mut self.session,
+            &group,
+            generation,
+            &member,
+            topic,
+            offsets,
+        )
+        .await
     }
 
     /// OffsetFetch: the committed offset per partition (-1 when none).
@@ -334,37 +307,8 @@ impl<N: Net> GroupMember<N> {
         topic: &str,
         partitions: &[i32],
     ) -> Result<Vec<(i32, i64)>, ClientError> {
-        let mut t = OffsetFetchRequestTopic::default();
-        t.name = TopicName(StrBytes::from_string(topic.to_owned()));
-        t.partition_indexes = partitions.to_vec();
-        let mut request = OffsetFetchRequest::default();
-        request.group_id = GroupId(StrBytes::from_string(self.config.group.clone()));
-        request.topics = Some(vec![t]);
-        let r = self.session.call_read(&request, Duration::ZERO).await?;
-        if r.error_code != 0 {
-            return Err(ClientError::broker(
-                ApiKey::OffsetFetch as i16,
-                r.error_code,
-                None,
-            ));
-        }
-        let mut out = Vec::new();
-        for p in r
-            .topics
-            .iter()
-            .filter(|t| t.name.0.as_str() == topic)
-            .flat_map(|t| t.partitions.iter())
-        {
-            if p.error_code != 0 {
-                return Err(ClientError::broker(
-                    ApiKey::OffsetFetch as i16,
-                    p.error_code,
-                    None,
-                ));
-            }
-            out.push((p.partition_index, p.committed_offset));
-        }
-        Ok(out)
+        let group = self.config.group.clone();
+        fetch_committed(&mut self.session, &group, topic, partitions).await
     }
 
     /// LeaveGroup for this member; forgets the member id afterwards whatever the answer.
@@ -608,6 +552,95 @@ pub fn decode_assignment(bytes: &Bytes) -> Option<Vec<(String, Vec<i32>)>> {
         out.push((t, (0..k).map(|_| b.get_i32()).collect()));
     }
     Some(out)
+}
+
+/// OffsetCommit of `offsets` (partition, next offset) on `topic` for `member_id` with a classic
+/// generation or a KIP-848 member epoch. All partitions must succeed. Shared by both members.
+pub(super) async fn commit_offsets<N: Net>(
+    session: &mut Session<N>,
+    group: &str,
+    generation_or_epoch: i32,
+    member_id: &str,
+    topic: &str,
+    offsets: &[(i32, i64)],
+) -> Result<(), ClientError> {
+    let mut t = OffsetCommitRequestTopic::default();
+    t.name = TopicName(StrBytes::from_string(topic.to_owned()));
+    t.partitions = offsets
+        .iter()
+        .map(|&(p, o)| {
+            let mut e = OffsetCommitRequestPartition::default();
+            e.partition_index = p;
+            e.committed_offset = o;
+            e.committed_leader_epoch = -1;
+            e.committed_metadata = Some(StrBytes::from_static_str(""));
+            e
+        })
+        .collect();
+    let mut request = OffsetCommitRequest::default();
+    request.group_id = GroupId(StrBytes::from_string(group.to_owned()));
+    request.generation_id_or_member_epoch = generation_or_epoch;
+    request.member_id = StrBytes::from_string(member_id.to_owned());
+    request.retention_time_ms = -1;
+    request.topics = vec![t];
+    let r = session.call(&request, Duration::ZERO).await?;
+    let mut seen = 0usize;
+    for p in r.topics.iter().flat_map(|t| t.partitions.iter()) {
+        seen += 1;
+        if p.error_code != 0 {
+            return Err(ClientError::broker(
+                ApiKey::OffsetCommit as i16,
+                p.error_code,
+                None,
+            ));
+        }
+    }
+    if seen != offsets.len() {
+        return Err(ClientError::Protocol {
+            reason: format!("commit answered {seen} of {} partitions", offsets.len()),
+        });
+    }
+    Ok(())
+}
+
+/// OffsetFetch: the committed offset per partition of `topic` (-1 when none).
+pub(super) async fn fetch_committed<N: Net>(
+    session: &mut Session<N>,
+    group: &str,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<Vec<(i32, i64)>, ClientError> {
+    let mut t = OffsetFetchRequestTopic::default();
+    t.name = TopicName(StrBytes::from_string(topic.to_owned()));
+    t.partition_indexes = partitions.to_vec();
+    let mut request = OffsetFetchRequest::default();
+    request.group_id = GroupId(StrBytes::from_string(group.to_owned()));
+    request.topics = Some(vec![t]);
+    let r = session.call_read(&request, Duration::ZERO).await?;
+    if r.error_code != 0 {
+        return Err(ClientError::broker(
+            ApiKey::OffsetFetch as i16,
+            r.error_code,
+            None,
+        ));
+    }
+    let mut out = Vec::new();
+    for p in r
+        .topics
+        .iter()
+        .filter(|t| t.name.0.as_str() == topic)
+        .flat_map(|t| t.partitions.iter())
+    {
+        if p.error_code != 0 {
+            return Err(ClientError::broker(
+                ApiKey::OffsetFetch as i16,
+                p.error_code,
+                None,
+            ));
+        }
+        out.push((p.partition_index, p.committed_offset));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
