@@ -238,6 +238,63 @@ impl<D: Disk> Partition<D> {
         })
     }
 
+    /// Follower path: appends batches fetched from the leader as they are (no offset or epoch
+    /// patching; see `PartitionLog::append_replicated` for the checks) and joins the same group
+    /// commit as `append`: `wait_durable(end_offset)` answers once they are synced. The error
+    /// stays typed so the fetcher can tell `OffsetMismatch { expected, .. }` (fetch again from
+    /// `expected`) from a failed partition; `error_code()` gives the Kafka code.
+    pub async fn append_replicated(
+        self: &Arc<Self>,
+        records: Bytes,
+        now_ms: i64,
+    ) -> Result<Appended, LogError> {
+        if self.is_failed() {
+            return Err(LogError::Failed);
+        }
+        let info = {
+            let mut log = self.log.lock().await;
+            log.append_replicated(&records, now_ms).await
+        };
+        let info = match info {
+            Ok(info) => info,
+            Err(e) => {
+                tracing::warn!(dir = %self.dir, "replicated append failed: {e}");
+                return Err(e);
+            }
+        };
+        let end_offset = info.last_offset + 1;
+        let mut effects = Vec::new();
+        self.lock_commit()
+            .core
+            .step(Event::Appended { end_offset }, &mut effects);
+        self.run_effects(effects);
+        if self.config().flush_policy != FlushPolicy::Fsync {
+            self.data_arrived.notify_waiters();
+        }
+        Ok(Appended {
+            base_offset: info.base_offset,
+            end_offset,
+            log_append_time_ms: info.log_append_time,
+            log_start_offset: info.log_start_offset,
+        })
+    }
+
+    /// The offset after the last batch in the log (the fetcher's next fetch offset).
+    pub async fn log_end_offset(&self) -> i64 {
+        self.log.lock().await.log_end_offset()
+    }
+
+    /// The newest leader epoch in the log's epoch cache (a follower's `last_fetched_epoch`).
+    pub async fn latest_epoch(&self) -> Option<i32> {
+        self.log.lock().await.latest_epoch()
+    }
+
+    /// OffsetForLeaderEpoch (KIP-279) answered from this replica's log: see
+    /// `PartitionLog::end_offset_for_epoch`.
+    pub async fn end_offset_for_epoch(&self, requested: i32) -> (i32, i64) {
+        self.log.lock().await.end_offset_for_epoch(requested)
+    }
+
     /// Resolves once everything below `end_offset` is durable (or the partition failed).
     pub fn wait_durable(self: &Arc<Self>, end_offset: i64) -> oneshot::Receiver<Outcome> {
         let (tx, rx) = oneshot::channel();
@@ -503,6 +560,114 @@ impl<D: Disk> Partition<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // The follower path on `RealDisk` (left out of simulation builds).
+    #[cfg(not(madsim))]
+    mod replicated {
+        use super::*;
+        use samsa_net::records::{build_batch, BatchOptions, Record};
+        use samsa_storage::RealDisk;
+
+        fn fsync_config() -> TopicConfig {
+            TopicConfig {
+                segment_bytes: 1024,
+                segment_ms: 604_800_000,
+                retention_ms: -1,
+                retention_bytes: -1,
+                flush_policy: FlushPolicy::Fsync,
+                flush_interval_ms: 1000,
+                log_append_time: false,
+                compact: false,
+                delete: true,
+                max_message_bytes: 1_048_588,
+                min_cleanable_dirty_ratio_ppm: 500_000,
+                min_compaction_lag_ms: 0,
+                max_compaction_lag_ms: i64::MAX,
+                delete_retention_ms: 86_400_000,
+            }
+        }
+
+        async fn open_partition(disk: &RealDisk, topic: &str) -> Arc<Partition<RealDisk>> {
+            let notify = Arc::new(Notify::new());
+            let opened = Partition::open(
+                disk.clone(),
+                Hooks::default(),
+                topic,
+                Uuid::from_u128(7),
+                0,
+                fsync_config(),
+                notify,
+            )
+            .await
+            .expect("open partition");
+            Arc::new(opened)
+        }
+
+        fn produce(i: usize) -> Bytes {
+            let records: Vec<Record> = (0..3)
+                .map(|r| Record {
+                    key: None,
+                    value: Some(Bytes::from(format!("v{i}-{r}"))),
+                    headers: Vec::new(),
+                    timestamp_ms: 1_000 + i as i64,
+                })
+                .collect();
+            build_batch(&records, &BatchOptions::default()).freeze()
+        }
+
+        #[tokio::test]
+        async fn a_follower_partition_appends_replicated_batches_through_group_commit() {
+            let tmp = tempfile::tempdir().unwrap();
+            let disk = RealDisk::new(tmp.path()).expect("disk");
+            let leader = open_partition(&disk, "leader").await;
+            for i in 0..20 {
+                let appended = leader.append(produce(i), 0).await.expect("produce");
+                let durable = leader.wait_durable(appended.end_offset).await;
+                assert_eq!(durable.expect("answered"), Outcome::Durable);
+            }
+            let follower = open_partition(&disk, "follower").await;
+            assert_eq!(follower.log_end_offset().await, 0);
+            assert_eq!(follower.latest_epoch().await, None);
+            // The fetcher's loop: fetch from the log end, append, wait for durability.
+            loop {
+                let from = follower.log_end_offset().await;
+                let fetched = leader.read(from, 700, true).await.expect("leader read");
+                if fetched.is_empty() {
+                    break;
+                }
+                let appended = follower
+                    .append_replicated(fetched, 0)
+                    .await
+                    .expect("replicated append");
+                assert_eq!(appended.base_offset, from);
+                let durable = follower.wait_durable(appended.end_offset).await;
+                assert_eq!(durable.expect("answered"), Outcome::Durable);
+                assert_eq!(follower.high_watermark(), appended.end_offset);
+            }
+            assert_eq!(follower.log_end_offset().await, 60);
+            assert_eq!(follower.latest_epoch().await, Some(LEADER_EPOCH));
+            assert_eq!(follower.end_offset_for_epoch(LEADER_EPOCH).await, (0, 60));
+            let all = |p: Arc<Partition<RealDisk>>| async move {
+                let mut out = Vec::new();
+                let mut at = 0;
+                while at < 60 {
+                    let bytes = p.read(at, 1 << 20, true).await.expect("read");
+                    let batches = samsa_net::records::decode_fetched(&bytes).expect("decodes");
+                    at = batches.last().map(|(o, _)| o + 1).expect("progress");
+                    out.extend_from_slice(&bytes);
+                }
+                out
+            };
+            assert_eq!(all(follower.clone()).await, all(leader.clone()).await);
+            // A fetch that does not start at the log end is refused with the offset to fetch from.
+            let stale = leader.read(30, 1 << 20, true).await.expect("read");
+            let refused = follower.append_replicated(stale, 0).await.unwrap_err();
+            assert!(
+                matches!(refused, LogError::OffsetMismatch { expected: 60, .. }),
+                "{refused:?}"
+            );
+            assert_eq!(follower.log_end_offset().await, 60);
+        }
+    }
 
     #[test]
     fn partition_dirs_fit_one_path_component_and_differ_per_topic_id() {

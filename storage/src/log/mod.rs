@@ -23,6 +23,10 @@
 //! after the log is cut; if that write fails, the next append rewrites it before writing bytes.
 //! A durable checkpoint may therefore hold entries past the durable log end (never missing
 //! ones); recovery drops those and checks every remaining entry against the batches.
+//!
+//! Followers append with `append_replicated`: the leader's batches as they are (offsets and
+//! epochs never patched), contiguous from the log end, CRC-checked, epochs never going back;
+//! the same epoch persistence rule, producer-state updates, roll rules and group commit.
 
 pub mod batch_view;
 pub mod checkpoint;
@@ -50,6 +54,9 @@ pub use recovery::RecoveryReport;
 
 /// Upper bound on batches in one append (a produce partition entry holds one in practice).
 pub const APPEND_BATCHES_MAX: usize = 4096;
+/// Upper bound on batches in one `append_replicated` (2 MiB of fetched data in the smallest,
+/// 61-byte, batches is 34,380: a fetcher feeds larger responses in pieces).
+pub const REPLICATED_APPEND_BATCHES_MAX: usize = 32 * 1024;
 /// Upper bound on `segment_bytes` (positions are u32 in the index, as in Kafka).
 pub const SEGMENT_BYTES_MAX: u64 = i32::MAX as u64;
 /// Producer snapshots kept on disk (older ones are removed at roll).
@@ -119,6 +126,9 @@ pub enum LogError {
     InvalidBatch(&'static str),
     /// A batch is larger than `max_message_bytes`.
     MessageTooLarge { bytes: usize },
+    /// A replicated batch does not start where the log ends (first batch) or where the previous
+    /// batch ended: the follower must truncate or fetch from its log end offset.
+    OffsetMismatch { expected: i64, got: i64 },
     /// The append's leader epoch is older than the log's latest (a fenced leader), or the
     /// leader-epoch cache is full.
     LeaderEpoch(EpochCacheError),
@@ -136,6 +146,8 @@ impl LogError {
             LogError::Producer(e) => e.error_code(),
             LogError::InvalidBatch(_) => code::CORRUPT_MESSAGE,
             LogError::MessageTooLarge { .. } => code::MESSAGE_TOO_LARGE,
+            // Kafka's UnexpectedAppendOffsetException has no wire code of its own.
+            LogError::OffsetMismatch { .. } => code::UNKNOWN_SERVER_ERROR,
             LogError::LeaderEpoch(EpochCacheError::NotMonotonic { .. }) => {
                 code::FENCED_LEADER_EPOCH
             }
@@ -163,6 +175,9 @@ impl std::fmt::Display for LogError {
             LogError::Producer(e) => write!(f, "producer: {e}"),
             LogError::InvalidBatch(what) => write!(f, "invalid batch: {what}"),
             LogError::MessageTooLarge { bytes } => write!(f, "batch of {bytes} bytes too large"),
+            LogError::OffsetMismatch { expected, got } => {
+                write!(f, "replicated batch at offset {got}, expected {expected}")
+            }
             LogError::LeaderEpoch(e) => write!(f, "leader epoch: {e:?}"),
         }
     }
@@ -490,7 +505,7 @@ impl<D: Disk> PartitionLog<D> {
         leader_epoch: i32,
     ) -> Result<AppendInfo, LogError> {
         self.check_live()?;
-        let headers = split(&batches, self.config.max_message_bytes)?;
+        let headers = split(&batches, self.config.max_message_bytes, APPEND_BATCHES_MAX)?;
 
         // Idempotence: stage every batch against a working copy, so the append stays atomic.
         let mut staged = self
@@ -610,6 +625,211 @@ impl<D: Disk> PartitionLog<D> {
             duplicate: false,
             log_start_offset: self.log_start_offset,
         })
+    }
+
+    /// Appends batches fetched from the leader exactly as they are (the follower's path): no
+    /// offsets, epochs or timestamps are patched. The input must be whole v2 batches (at most
+    /// `REPLICATED_APPEND_BATCHES_MAX`, each within `STORED_BATCH_BYTES_MAX`; not
+    /// `max_message_bytes`, which the leader applied when the batch was produced: a topic whose
+    /// limit shrank later must not stall its followers), each CRC-verified, the first starting
+    /// at the log end offset and each next one where the previous ended (`OffsetMismatch`), with
+    /// leader epochs non-decreasing and never below the log's latest (`LeaderEpoch`). Batches
+    /// without an epoch (-1) are stored and leave the cache alone, as on the leader path.
+    ///
+    /// Every new epoch is recorded in the cache and checkpointed before any byte is written;
+    /// producer state is updated (never checked: the leader checked), so a promoted follower
+    /// recognises retries; segments roll by the leader path's rules, batch by batch, so one
+    /// large fetch spreads over segments of `segment_bytes`. Not durable until a flush covers
+    /// `last_offset` (the same `pending_sync` group commit as `append`).
+    ///
+    /// On a refused input nothing changes. On a disk error a prefix of whole batches may have
+    /// been appended (every run of batches is written and accounted in one go): the log end
+    /// offset says where the next fetch starts, and the cache matches the batches written.
+    pub async fn append_replicated(
+        &mut self,
+        bytes: &[u8],
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        self.check_live()?;
+        let headers = split(
+            bytes,
+            batch_view::STORED_BATCH_BYTES_MAX,
+            REPLICATED_APPEND_BATCHES_MAX,
+        )?;
+        let base_offset = self.log_end_offset;
+        let mut expected = base_offset;
+        let mut last_epoch = self.epochs.entries().last().copied();
+        let mut epoch_change = false;
+        for (range, hdr) in &headers {
+            if hdr.base_offset != expected {
+                return Err(LogError::OffsetMismatch {
+                    expected,
+                    got: hdr.base_offset,
+                });
+            }
+            if !batch_view::crc_ok(&bytes[range.clone()]) {
+                return Err(LogError::InvalidBatch("replicated batch fails its CRC-32C"));
+            }
+            if hdr.leader_epoch >= 0 {
+                let new = EpochEntry {
+                    epoch: hdr.leader_epoch,
+                    start_offset: hdr.base_offset,
+                };
+                match last_epoch {
+                    Some(last) if hdr.leader_epoch < last.epoch => {
+                        let refused = EpochCacheError::NotMonotonic { last, new };
+                        return Err(LogError::LeaderEpoch(refused));
+                    }
+                    Some(last) if hdr.leader_epoch == last.epoch => {}
+                    _ => {
+                        epoch_change = true;
+                        last_epoch = Some(new);
+                    }
+                }
+            }
+            expected = hdr
+                .last_offset()
+                .checked_add(1)
+                .ok_or(LogError::InvalidBatch("offsets overflow"))?;
+        }
+
+        // Persistence rule (module doc): every new epoch of the input is staged and durable in
+        // the checkpoint before the first byte is written. The cache is restored on failure.
+        let backup = epoch_change.then(|| self.epochs.clone());
+        let staged = self.stage_replicated_epochs(&headers);
+        let staged = match staged {
+            Ok(()) => self.persist_epochs_if_dirty().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = staged {
+            self.restore_epochs(backup, &headers);
+            return Err(e);
+        }
+
+        let mut max_timestamp = -1;
+        let written = self
+            .write_replicated(bytes, &headers, now_ms, &mut max_timestamp)
+            .await;
+        if let Err(e) = written {
+            self.restore_epochs(backup, &headers);
+            self.assert_invariants();
+            return Err(e);
+        }
+        debug_assert_eq!(self.log_end_offset, expected);
+        self.assert_invariants();
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: self.log_end_offset - 1,
+            log_append_time: -1,
+            max_timestamp,
+            duplicate: false,
+            log_start_offset: self.log_start_offset,
+        })
+    }
+
+    /// Stages the epoch of every batch of a replicated append (validated as monotonic).
+    fn stage_replicated_epochs(&mut self, headers: &[(Range<usize>, Hdr)]) -> Result<(), LogError> {
+        for (_, hdr) in headers {
+            self.stage_epoch(hdr.leader_epoch, hdr.base_offset)?;
+        }
+        Ok(())
+    }
+
+    /// After a failed replicated append: the cache as it was, plus the epochs of the batches
+    /// that did reach the log. The durable checkpoint may hold more (allowed: recovery drops
+    /// entries past the log end); it is rewritten before the next bytes are.
+    fn restore_epochs(
+        &mut self,
+        backup: Option<LeaderEpochCache>,
+        headers: &[(Range<usize>, Hdr)],
+    ) {
+        let Some(backup) = backup else {
+            return;
+        };
+        self.epochs = backup;
+        self.epochs_dirty = true;
+        for (_, hdr) in headers {
+            if hdr.base_offset >= self.log_end_offset {
+                break;
+            }
+            let restaged = self.stage_epoch(hdr.leader_epoch, hdr.base_offset);
+            assert!(
+                restaged.is_ok(),
+                "epochs staged once stage again: {restaged:?}"
+            );
+        }
+    }
+
+    /// Writes validated replicated batches in runs that each fit the active segment (rolling
+    /// before a run by the leader path's rules), accounting each run once its write succeeded.
+    async fn write_replicated(
+        &mut self,
+        bytes: &[u8],
+        headers: &[(Range<usize>, Hdr)],
+        now_ms: i64,
+        max_timestamp: &mut i64,
+    ) -> Result<(), LogError> {
+        let interval = self.config.index_interval_bytes;
+        let mut i = 0;
+        while i < headers.len() {
+            let first = &headers[i].1;
+            if self.should_roll(first.total_bytes as u64, first.last_offset() + 1, now_ms) {
+                self.roll(now_ms).await?;
+            }
+            // The run: the first batch always (the roll decided), then every next batch that
+            // keeps the segment within `segment_bytes` and its relative offsets within u32.
+            let (seg_base, position) = (self.active().base_offset, self.active().size_bytes);
+            let mut size = position + first.total_bytes as u64;
+            let mut end = i + 1;
+            while let Some((_, hdr)) = headers.get(end) {
+                let fits = size + hdr.total_bytes as u64 <= self.config.segment_bytes
+                    && hdr.last_offset() + 1 - seg_base <= i64::from(u32::MAX);
+                if !fits {
+                    break;
+                }
+                size += hdr.total_bytes as u64;
+                end += 1;
+            }
+            let run = &bytes[headers[i].0.start..headers[end - 1].0.end];
+            // Buggify: the same bytes in two writes, so a crash can persist one half of a run.
+            let split = if self.config.hooks.buggify("storage.append.split_write") {
+                run.len() / 2
+            } else {
+                0
+            };
+            let file = &self.active().file;
+            let mut write = Ok(());
+            if split > 0 {
+                write = self.disk.write_at(file, position, &run[..split]).await;
+            }
+            if write.is_ok() {
+                let at = position + split as u64;
+                write = self.disk.write_at(file, at, &run[split..]).await;
+            }
+            if let Err(e) = write {
+                return Err(self.undo_write(position, e).await);
+            }
+            let mut at = position;
+            for (_, hdr) in &headers[i..end] {
+                *max_timestamp = (*max_timestamp).max(hdr.max_timestamp);
+                self.active_mut().on_batch(at, hdr, interval, now_ms);
+                self.producers
+                    .update(&hdr.producer_batch(), hdr.base_offset, hdr.max_timestamp);
+                at += hdr.total_bytes as u64;
+                self.log_end_offset = hdr.last_offset() + 1;
+            }
+            let name = self.path(&segment::file_name(seg_base, segment::LOG_EXT));
+            let file = self.active().file.clone();
+            self.pending_sync.insert(
+                name,
+                PendingSync {
+                    file,
+                    up_to_offset: self.log_end_offset,
+                },
+            );
+            i = end;
+        }
+        Ok(())
     }
 
     async fn undo_write(&mut self, position: u64, error: DiskError) -> LogError {
@@ -1097,6 +1317,13 @@ impl<D: Disk> PartitionLog<D> {
     pub async fn truncate_to(&mut self, offset: i64) -> Result<i64, LogError> {
         self.check_live()?;
         if offset >= self.log_end_offset {
+            // Nothing to cut, but an epoch recorded at the log end without batches (a leader
+            // that wrote nothing in it) starts at `offset` and goes, as in Kafka: a follower
+            // truncating to its log end must then accept the leader's older-epoch batches.
+            if offset == self.log_end_offset {
+                self.truncate_epochs_from_end(offset);
+                self.persist_epochs_if_dirty().await?;
+            }
             return Ok(self.log_end_offset);
         }
         self.generation += 1;
@@ -1237,12 +1464,17 @@ async fn remove_if_present<D: Disk>(disk: &D, path: &str) -> Result<(), DiskErro
     }
 }
 
-/// Walks the appended bytes as whole batches; each must parse and fit `max_message_bytes`.
-fn split(bytes: &[u8], max_message_bytes: usize) -> Result<Vec<(Range<usize>, Hdr)>, LogError> {
+/// Walks the appended bytes as whole batches (at most `max_batches`); each must parse and fit
+/// `max_message_bytes`.
+fn split(
+    bytes: &[u8],
+    max_message_bytes: usize,
+    max_batches: usize,
+) -> Result<Vec<(Range<usize>, Hdr)>, LogError> {
     let mut out = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
-        if out.len() >= APPEND_BATCHES_MAX {
+        if out.len() >= max_batches {
             return Err(LogError::InvalidBatch("too many batches in one append"));
         }
         let hdr = batch_view::parse(&bytes[at..]).ok_or(LogError::InvalidBatch("bad header"))?;
