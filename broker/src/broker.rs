@@ -37,6 +37,9 @@ pub struct Broker<D: Disk, C: Clock> {
     pub stopping: watch::Sender<bool>,
     /// The group coordinator (every group: a single node coordinates them all).
     pub groups: crate::group::shell::Groups,
+    /// Cluster mode (`voters` set): the metadata quorum, image and controller. Set once by the
+    /// node shell right after `open`; unset on a single node.
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster_mode::ClusterNode>>,
 }
 
 impl<D: Disk, C: Clock> Broker<D, C> {
@@ -73,6 +76,7 @@ impl<D: Disk, C: Clock> Broker<D, C> {
                 boot_stamp,
                 cfg.offsets_topic_num_partitions,
             ),
+            cluster: std::sync::OnceLock::new(),
             cfg,
         });
         for topic in &topics {

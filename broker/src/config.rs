@@ -18,6 +18,8 @@ pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
 pub const SOCKET_REQUEST_BYTES_MAX: usize = 1 << 30;
 /// Upper bound on `max_connections`.
 pub const CONNECTIONS_MAX: usize = 100_000;
+/// Most voters `voters` may name (Raft quorums beyond this only slow commits down).
+pub const VOTERS_MAX: usize = 15;
 
 /// The node's configuration. Field names are the TOML keys.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -80,6 +82,30 @@ pub struct NodeConfig {
     pub group_consumer_session_timeout_ms: u64,
     /// Kafka's `group.consumer.heartbeat.interval.ms` (KIP-848 groups).
     pub group_consumer_heartbeat_interval_ms: i32,
+    /// Cluster mode: the metadata quorum's voters, `ID@HOST:PORT,...` (their controller
+    /// addresses). Unset (the default): a single node that is its own controller, with its
+    /// metadata in its own log.
+    pub voters: Option<String>,
+    /// Cluster mode: where this node's quorum peer listener binds, `HOST:PORT`; default: this
+    /// node's own entry in `voters`.
+    pub controller_listen: Option<String>,
+    /// Cluster mode: `broker,controller` (default), `broker` or `controller`.
+    pub process_roles: String,
+    /// Cluster mode: a broker that has not heartbeaten for this long is fenced.
+    pub broker_session_timeout_ms: u64,
+    /// Cluster mode: how often a broker heartbeats to the active controller.
+    pub broker_heartbeat_interval_ms: u64,
+}
+
+/// Cluster-mode settings, parsed and checked (`NodeConfig::cluster`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Voter id -> controller address, in id order.
+    pub voters: BTreeMap<i32, SocketAddr>,
+    /// Where this node's quorum listener binds.
+    pub controller_listen: SocketAddr,
+    pub broker: bool,
+    pub controller: bool,
 }
 
 impl Default for NodeConfig {
@@ -110,6 +136,11 @@ impl Default for NodeConfig {
             offsets_topic_num_partitions: 1,
             group_consumer_session_timeout_ms: 45_000,
             group_consumer_heartbeat_interval_ms: 5_000,
+            voters: None,
+            controller_listen: None,
+            process_roles: "broker,controller".to_string(),
+            broker_session_timeout_ms: 9_000,
+            broker_heartbeat_interval_ms: 1_000,
         }
     }
 }
@@ -217,11 +248,73 @@ impl NodeConfig {
                     .to_string(),
             ));
         }
+        self.cluster()?;
         // The topic defaults are validated under their Kafka names, with the TOML key named.
         for (key, name, value) in self.topic_default_entries() {
             validate_entry(name, &value).map_err(|e| BadConfig(format!("{key}: {e}")))?;
         }
         Ok(())
+    }
+
+    /// Cluster mode's settings: `None` without `voters` (single node), an error naming the key
+    /// for a bad voter list, duplicate ids, bad roles, or a controller missing from `voters`.
+    pub fn cluster(&self) -> Result<Option<ClusterConfig>, BadConfig> {
+        let Some(text) = &self.voters else {
+            if self.controller_listen.is_some() {
+                return Err(BadConfig(
+                    "controller_listen needs voters (cluster mode)".to_string(),
+                ));
+            }
+            if self.process_roles != "broker,controller" {
+                return Err(BadConfig(
+                    "process_roles needs voters (cluster mode)".to_string(),
+                ));
+            }
+            return Ok(None);
+        };
+        let voters = parse_voters(text)?;
+        let (broker, controller) = match self.process_roles.as_str() {
+            "broker,controller" | "controller,broker" => (true, true),
+            "controller" => (false, true),
+            "broker" => (true, false),
+            other => {
+                return Err(BadConfig(format!(
+                    "process_roles {other:?}: expected broker,controller, broker or controller"
+                )))
+            }
+        };
+        if !controller {
+            // A broker-only node would be a Raft observer: the voters would need its address,
+            // which the static voter list does not carry (phase B of issue 4).
+            return Err(BadConfig(
+                "process_roles = broker (no controller) is not supported yet".to_string(),
+            ));
+        }
+        let own = voters.get(&self.node_id).copied();
+        if controller && own.is_none() {
+            return Err(BadConfig(format!(
+                "voters must include this node (node_id {}) since it is a controller",
+                self.node_id
+            )));
+        }
+        let controller_listen = match &self.controller_listen {
+            Some(text) => parse_addr("controller_listen", text)?,
+            None => own.ok_or_else(|| BadConfig("controller_listen is required".to_string()))?,
+        };
+        if self.broker_session_timeout_ms == 0
+            || self.broker_heartbeat_interval_ms == 0
+            || self.broker_heartbeat_interval_ms >= self.broker_session_timeout_ms
+        {
+            return Err(BadConfig(
+                "need 0 < broker_heartbeat_interval_ms < broker_session_timeout_ms".to_string(),
+            ));
+        }
+        Ok(Some(ClusterConfig {
+            voters,
+            controller_listen,
+            broker,
+            controller,
+        }))
     }
 
     /// The group coordinator's settings.
@@ -286,21 +379,7 @@ impl NodeConfig {
 
     /// `listen` as a socket address (a host name other than `localhost` is not resolved).
     pub fn listen_addr(&self) -> Result<SocketAddr, BadConfig> {
-        let (host, port) = split_host_port(&self.listen)
-            .ok_or_else(|| BadConfig(format!("listen {:?} is not HOST:PORT", self.listen)))?;
-        let host = if host == "localhost" {
-            "127.0.0.1"
-        } else {
-            host
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let ip: std::net::IpAddr = host.parse().map_err(|_| {
-            BadConfig(format!(
-                "listen {:?}: host must be an IP address",
-                self.listen
-            ))
-        })?;
-        Ok(SocketAddr::new(ip, port))
+        parse_addr("listen", &self.listen)
     }
 
     /// The host and port clients are told to use, given the address actually bound.
@@ -315,6 +394,46 @@ impl NodeConfig {
         };
         (host, i32::from(bound.port()))
     }
+}
+
+/// `HOST:PORT` as a socket address; `key` names the setting in the error. Only `localhost` is
+/// resolved (to 127.0.0.1); any other host must be an IP address.
+fn parse_addr(key: &str, text: &str) -> Result<SocketAddr, BadConfig> {
+    let (host, port) = split_host_port(text)
+        .ok_or_else(|| BadConfig(format!("{key} {text:?} is not HOST:PORT")))?;
+    let host = if host == "localhost" {
+        "127.0.0.1"
+    } else {
+        host
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip: std::net::IpAddr = host
+        .parse()
+        .map_err(|_| BadConfig(format!("{key} {text:?}: host must be an IP address")))?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// Parses `ID@HOST:PORT,ID@HOST:PORT,...` (at most `VOTERS_MAX`, ids >= 0 and distinct).
+pub fn parse_voters(text: &str) -> Result<BTreeMap<i32, SocketAddr>, BadConfig> {
+    let mut voters = BTreeMap::new();
+    for item in text.split(',').map(str::trim) {
+        if voters.len() >= VOTERS_MAX {
+            return Err(BadConfig(format!("voters: more than {VOTERS_MAX} voters")));
+        }
+        let (id, addr) = item
+            .split_once('@')
+            .ok_or_else(|| BadConfig(format!("voters: {item:?} is not ID@HOST:PORT")))?;
+        let id: i32 = id
+            .parse()
+            .ok()
+            .filter(|id| *id >= 0)
+            .ok_or_else(|| BadConfig(format!("voters: bad node id in {item:?}")))?;
+        let addr = parse_addr("voters", addr)?;
+        if voters.insert(id, addr).is_some() {
+            return Err(BadConfig(format!("voters: node id {id} appears twice")));
+        }
+    }
+    Ok(voters)
 }
 
 /// Splits `HOST:PORT` (the port is after the last colon).
@@ -363,6 +482,46 @@ mod tests {
         assert!(e.to_string().contains("listen"), "{e}");
         let e = NodeConfig::from_toml("num_partitions = 0\n").expect_err("bad partitions");
         assert!(e.to_string().contains("num_partitions"), "{e}");
+    }
+
+    #[test]
+    fn cluster_settings_parse_and_bad_ones_are_named() {
+        assert_eq!(NodeConfig::default().cluster().expect("ok"), None);
+        let cfg = NodeConfig::from_toml(
+            "node_id = 2\nvoters = \"1@127.0.0.1:19093, 2@localhost:19095,3@127.0.0.1:19097\"\n",
+        )
+        .expect("valid");
+        let c = cfg.cluster().expect("ok").expect("cluster mode");
+        assert_eq!(c.voters.len(), 3);
+        assert_eq!(
+            c.controller_listen,
+            "127.0.0.1:19095".parse().expect("addr")
+        );
+        assert!(c.broker && c.controller);
+        let bad = [
+            ("voters = \"1@127.0.0.1:1,1@127.0.0.1:2\"", "twice"),
+            ("voters = \"1-127.0.0.1:1\"", "ID@HOST:PORT"),
+            ("voters = \"x@127.0.0.1:1\"", "bad node id"),
+            ("voters = \"1@127.0.0.1\"", "HOST:PORT"),
+            ("voters = \"2@127.0.0.1:1\"", "must include this node"),
+            (
+                "voters = \"1@127.0.0.1:1\"\nprocess_roles = \"cook\"",
+                "process_roles",
+            ),
+            ("controller_listen = \"127.0.0.1:1\"", "needs voters"),
+        ];
+        for (text, needle) in bad {
+            let e = NodeConfig::from_toml(text).expect_err(text);
+            assert!(e.to_string().contains(needle), "{text}: {e}");
+        }
+        let cfg = NodeConfig::from_toml(
+            "voters = \"1@127.0.0.1:1\"\ncontroller_listen = \"0.0.0.0:7\"\n\
+             process_roles = \"controller\"",
+        )
+        .expect("valid");
+        let c = cfg.cluster().expect("ok").expect("cluster");
+        assert!(!c.broker && c.controller);
+        assert_eq!(c.controller_listen.port(), 7);
     }
 
     #[test]

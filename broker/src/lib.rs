@@ -4,6 +4,7 @@
 
 pub mod broker;
 pub mod cleaner;
+pub mod cluster_mode;
 pub mod config;
 pub mod group;
 pub mod group_commit;

@@ -340,7 +340,7 @@ fn apply(state: &mut MetadataState, record: Record) {
     }
 }
 
-fn base64url(raw: &[u8]) -> String {
+pub(crate) fn base64url(raw: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     let mut acc: u32 = 0;

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::Instrument;
 
 use crate::broker::Broker;
+use crate::cluster_mode::ClusterNode;
 use crate::config::{BadConfig, NodeConfig};
 use crate::handlers::{self, ConnState};
 use crate::metadata::MetaError;
@@ -91,7 +92,30 @@ async fn run_node_inner<D: Disk, C: Clock, N: Net>(
     }
 
     let stop_rx = broker.stopping.subscribe();
-    let background = broker.spawn_background(stop_rx.clone());
+    let mut background = broker.spawn_background(stop_rx.clone());
+    if let Some(cluster_cfg) = cfg.cluster().map_err(NodeError::Config)? {
+        let cluster = ClusterNode::start(
+            &cfg,
+            cluster_cfg,
+            broker.disk.clone(),
+            net.clone(),
+            broker.hooks.clone(),
+        )
+        .await
+        .map_err(NodeError::Storage)?;
+        let _ = broker.cluster.set(cluster.clone());
+        let advertised = (broker.advertised_host.clone(), broker.advertised_port);
+        background.push(tokio::spawn(
+            cluster
+                .run(
+                    broker.clock.clone(),
+                    net.clone(),
+                    advertised,
+                    stop_rx.clone(),
+                )
+                .in_current_span(),
+        ));
+    }
     let connections = Arc::new(Semaphore::new(cfg.max_connections));
     tokio::pin!(shutdown);
     loop {
@@ -141,6 +165,9 @@ async fn run_node_inner<D: Disk, C: Clock, N: Net>(
     }
     for task in background {
         let _ = task.await;
+    }
+    if let Some(cluster) = broker.cluster.get() {
+        cluster.quorum.shutdown();
     }
     broker.close().await;
     tracing::info!("shut down cleanly");

@@ -26,6 +26,11 @@ pub const SUPPORTED: &[(i16, i16, i16)] = &[
     (ApiKey::CreatePartitions as i16, 0, 3),
     (ApiKey::IncrementalAlterConfigs as i16, 0, 1),
     (ApiKey::DescribeCluster as i16, 0, 1),
+    // Cluster mode (broker/src/cluster_mode.rs): the metadata quorum, and the registration and
+    // heartbeat our brokers send to the active controller's client listener.
+    (ApiKey::DescribeQuorum as i16, 0, 2),
+    (ApiKey::BrokerRegistration as i16, 0, 4),
+    (ApiKey::BrokerHeartbeat as i16, 0, 1),
     // Single-node answers: this node leads and holds everything (broker/src/handlers/admin.rs).
     (ApiKey::DescribeTopicPartitions as i16, 0, 0),
     (ApiKey::ElectLeaders as i16, 0, 2),

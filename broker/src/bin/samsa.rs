@@ -44,9 +44,10 @@ mod real {
 
     #[derive(Subcommand, Debug)]
     enum Command {
-        /// Run a broker node (combined mode: it is its own metadata voter). Flags override the
-        /// config file, which overrides the embedded defaults.
-        Broker(BrokerArgs),
+        /// Run a broker node (a single node without --voters; with --voters, a member of a
+        /// cluster's metadata quorum). Flags override the config file, which overrides the
+        /// embedded defaults.
+        Broker(Box<BrokerArgs>),
         /// Consumer groups: list, describe (offsets and lag), reset-offsets.
         Groups(crate::cli_groups::GroupsArgs),
         /// Topics (offline, broker stopped): partitions, offsets, segments, cleaner progress.
@@ -103,6 +104,16 @@ mod real {
         /// Largest record batch accepted [default: 1048588].
         #[arg(long, value_name = "BYTES")]
         message_max_bytes: Option<i32>,
+        /// Cluster mode: the metadata quorum's voters, ID@HOST:PORT,... (controller addresses).
+        /// Without it the node is a single node, its own controller [default: unset].
+        #[arg(long, value_name = "ID@HOST:PORT,...")]
+        voters: Option<String>,
+        /// Cluster mode: where this node's quorum listener binds [default: its voters entry].
+        #[arg(long, value_name = "HOST:PORT")]
+        controller_listen: Option<String>,
+        /// Cluster mode: broker,controller (default) or controller.
+        #[arg(long, value_name = "ROLES")]
+        process_roles: Option<String>,
         /// Seed for ids the node generates [default: drawn from OS entropy].
         #[arg(long, value_name = "N")]
         seed: Option<u64>,
@@ -173,6 +184,13 @@ mod real {
         if let Some(a) = &args.advertised_listen {
             cfg.advertised_listen = Some(a.clone());
         }
+        if let Some(v) = &args.voters {
+            cfg.voters = Some(v.clone());
+        }
+        if let Some(c) = &args.controller_listen {
+            cfg.controller_listen = Some(c.clone());
+        }
+        over!(process_roles);
         cfg.seed = match args.seed {
             Some(seed) => seed,
             None if args.config.is_some() && cfg.seed != 0 => cfg.seed,

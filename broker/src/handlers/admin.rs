@@ -190,15 +190,22 @@ pub async fn metadata<D: Disk, C: Clock>(
             }
         }
     }
-    let cluster_id = broker.meta.lock().await.cluster_id().to_string();
+    let cluster_id = cluster_id(broker).await;
     let body = MetadataResponse::default()
         .with_throttle_time_ms(0)
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(BrokerId(broker.node_id))
-            .with_host(s(&broker.advertised_host))
-            .with_port(broker.advertised_port)])
+        .with_brokers(
+            listed_brokers(broker)
+                .into_iter()
+                .map(|(id, host, port)| {
+                    MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(id))
+                        .with_host(s(&host))
+                        .with_port(port)
+                })
+                .collect(),
+        )
         .with_cluster_id(Some(s(&cluster_id)))
-        .with_controller_id(BrokerId(broker.node_id))
+        .with_controller_id(BrokerId(controller_id(broker)))
         .with_topics(topics);
     respond(req, &body)
 }
@@ -500,15 +507,174 @@ pub async fn describe_cluster<D: Disk, C: Clock>(
     req: &RequestFrame,
     _body: DescribeClusterRequest,
 ) -> Reply {
-    let cluster_id = broker.meta.lock().await.cluster_id().to_string();
+    let cluster_id = cluster_id(broker).await;
     let body = DescribeClusterResponse::default()
         .with_error_code(code::NONE)
         .with_cluster_id(s(&cluster_id))
-        .with_controller_id(BrokerId(broker.node_id))
-        .with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(broker.node_id))
-            .with_host(s(&broker.advertised_host))
-            .with_port(broker.advertised_port)]);
+        .with_controller_id(BrokerId(controller_id(broker)))
+        .with_brokers(
+            listed_brokers(broker)
+                .into_iter()
+                .map(|(id, host, port)| {
+                    DescribeClusterBroker::default()
+                        .with_broker_id(BrokerId(id))
+                        .with_host(s(&host))
+                        .with_port(port)
+                })
+                .collect(),
+        );
+    respond(req, &body)
+}
+
+/// The brokers Metadata and DescribeCluster list, `(id, host, port)` in id order: this node on
+/// a single node; every registered, unfenced broker in cluster mode.
+fn listed_brokers<D: Disk, C: Clock>(broker: &Broker<D, C>) -> Vec<(i32, String, i32)> {
+    match broker.cluster.get() {
+        None => vec![(
+            broker.node_id,
+            broker.advertised_host.clone(),
+            broker.advertised_port,
+        )],
+        Some(cluster) => cluster
+            .live_brokers()
+            .into_iter()
+            .map(|b| (b.broker_id, b.host, i32::from(b.port)))
+            .collect(),
+    }
+}
+
+/// The metadata store's cluster id on a single node; the voter set's in cluster mode.
+async fn cluster_id<D: Disk, C: Clock>(broker: &Broker<D, C>) -> String {
+    match broker.cluster.get() {
+        None => broker.meta.lock().await.cluster_id().to_string(),
+        Some(cluster) => cluster.cluster_id.clone(),
+    }
+}
+
+/// This node on a single node; the quorum leader (or -1 while there is none) in cluster mode.
+fn controller_id<D: Disk, C: Clock>(broker: &Broker<D, C>) -> i32 {
+    match broker.cluster.get() {
+        None => broker.node_id,
+        Some(cluster) => cluster.controller_id().unwrap_or(-1),
+    }
+}
+
+/// The metadata quorum's topic name in DescribeQuorum.
+pub const QUORUM_TOPIC: &str = "__cluster_metadata";
+
+/// DescribeQuorum from the quorum's own view (replica details only on the leader).
+/// INVALID_REQUEST on a single node (there is no quorum), NOT_LEADER_OR_FOLLOWER-style errors
+/// are left to the partition entry as Kafka does.
+pub async fn describe_quorum<D: Disk, C: Clock>(
+    broker: &Arc<Broker<D, C>>,
+    req: &RequestFrame,
+    _body: DescribeQuorumRequest,
+) -> Reply {
+    use kafka_protocol::messages::describe_quorum_response::{
+        Listener, Node, PartitionData, ReplicaState, TopicData,
+    };
+    let Some(cluster) = broker.cluster.get() else {
+        let body = DescribeQuorumResponse::default()
+            .with_error_code(code::INVALID_REQUEST)
+            .with_error_message(Some(s("not in cluster mode: this node has no quorum")));
+        return respond(req, &body);
+    };
+    let Some(info) = cluster.quorum.quorum_info().await else {
+        let body = DescribeQuorumResponse::default().with_error_code(code::BROKER_NOT_AVAILABLE);
+        return respond(req, &body);
+    };
+    // v2 adds directory ids and `nodes`; the crate refuses to encode them in older versions.
+    let v2 = req.api_version >= 2;
+    let replica = |r: &samsa_raft::ReplicaInfo| {
+        let ms = |v: Option<u64>| v.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
+        ReplicaState::default()
+            .with_replica_id(BrokerId(i32::try_from(r.id.0).unwrap_or(i32::MAX)))
+            .with_replica_directory_id(match r.directory_id {
+                Some(d) if v2 => Uuid::from_u128(d.0),
+                _ => Uuid::nil(),
+            })
+            .with_log_end_offset(ms(r.log_end_offset))
+            .with_last_fetch_timestamp(ms(r.last_fetch_ms))
+            .with_last_caught_up_timestamp(ms(r.last_caught_up_ms))
+    };
+    let leader = info
+        .leader_id
+        .map_or(-1, |l| i32::try_from(l.0).unwrap_or(i32::MAX));
+    let partition = PartitionData::default()
+        .with_partition_index(0)
+        .with_error_code(if leader < 0 {
+            code::NOT_LEADER_OR_FOLLOWER
+        } else {
+            code::NONE
+        })
+        .with_leader_id(BrokerId(leader))
+        .with_leader_epoch(i32::try_from(info.leader_epoch).unwrap_or(i32::MAX))
+        .with_high_watermark(i64::try_from(info.high_watermark).unwrap_or(i64::MAX))
+        .with_current_voters(info.voters.iter().map(replica).collect())
+        .with_observers(info.observers.iter().map(replica).collect());
+    let nodes = cluster
+        .cfg
+        .voters
+        .iter()
+        .filter(|_| v2)
+        .map(|(id, addr)| {
+            Node::default()
+                .with_node_id(BrokerId(*id))
+                .with_listeners(vec![Listener::default()
+                    .with_name(s("CONTROLLER"))
+                    .with_host(s(&addr.ip().to_string()))
+                    .with_port(addr.port())])
+        })
+        .collect();
+    let body = DescribeQuorumResponse::default()
+        .with_error_code(code::NONE)
+        .with_topics(vec![TopicData::default()
+            .with_topic_name(topic_name(QUORUM_TOPIC))
+            .with_partitions(vec![partition])])
+        .with_nodes(nodes);
+    respond(req, &body)
+}
+
+/// BrokerRegistration (cluster mode, sent by our own brokers to the active controller's client
+/// listener): registers through the `Controller`. NOT_CONTROLLER elsewhere.
+pub async fn broker_registration<D: Disk, C: Clock>(
+    broker: &Arc<Broker<D, C>>,
+    req: &RequestFrame,
+    body: BrokerRegistrationRequest,
+) -> Reply {
+    let result = match broker.cluster.get() {
+        None => Err(code::NOT_CONTROLLER),
+        Some(cluster) => match crate::cluster_mode::registration_from_request(&body) {
+            Ok(r) => cluster.register(broker.clock.now_ms(), r).await,
+            Err(e) => Err(e),
+        },
+    };
+    let body = BrokerRegistrationResponse::default()
+        .with_error_code(result.err().unwrap_or(code::NONE))
+        .with_broker_epoch(body.incarnation_id.as_u128() as u64 as i64);
+    respond(req, &body)
+}
+
+/// BrokerHeartbeat (cluster mode): renews the broker's session at the active controller.
+pub async fn broker_heartbeat<D: Disk, C: Clock>(
+    broker: &Arc<Broker<D, C>>,
+    req: &RequestFrame,
+    body: BrokerHeartbeatRequest,
+) -> Reply {
+    let (result, fenced) = match broker.cluster.get() {
+        None => (Err(code::NOT_CONTROLLER), true),
+        Some(cluster) => {
+            let now = broker.clock.now_ms();
+            let r = cluster
+                .heartbeat(now, body.broker_id.0, body.broker_epoch)
+                .await;
+            (r, !cluster.image().is_live(body.broker_id.0))
+        }
+    };
+    let body = BrokerHeartbeatResponse::default()
+        .with_error_code(result.err().unwrap_or(code::NONE))
+        .with_is_caught_up(true)
+        .with_is_fenced(fenced);
     respond(req, &body)
 }
 

@@ -138,6 +138,11 @@ pub async fn dispatch<D: Disk, C: Clock>(
         }
         Ok(ApiKey::InitProducerId) => handle!(InitProducerIdRequest, admin::init_producer_id),
         Ok(ApiKey::DescribeCluster) => handle!(DescribeClusterRequest, admin::describe_cluster),
+        Ok(ApiKey::DescribeQuorum) => handle!(DescribeQuorumRequest, admin::describe_quorum),
+        Ok(ApiKey::BrokerRegistration) => {
+            handle!(BrokerRegistrationRequest, admin::broker_registration)
+        }
+        Ok(ApiKey::BrokerHeartbeat) => handle!(BrokerHeartbeatRequest, admin::broker_heartbeat),
         Ok(ApiKey::DescribeConfigs) => handle!(DescribeConfigsRequest, admin::describe_configs),
         Ok(ApiKey::AlterConfigs) => handle!(AlterConfigsRequest, admin::alter_configs),
         Ok(ApiKey::IncrementalAlterConfigs) => {

@@ -1,0 +1,570 @@
+//! Cluster mode (issue 4, phase A): a node started with `voters` runs a `QuorumNode` whose state
+//! machine applies `samsa_cluster` metadata records to a `MetadataImage`; the node that leads
+//! the quorum is the active controller and runs the `Controller`. Every broker registers and
+//! heartbeats to it: in-process when it is this node, otherwise over Kafka's
+//! BrokerRegistration (62) / BrokerHeartbeat (63) requests sent to the active controller's
+//! client listener, whose address every node reads from the image (the controller registers
+//! itself first, in-process). BrokerHeartbeat's `broker_epoch` carries the low 64 bits of the
+//! broker's incarnation (its quorum directory id).
+//! Never reads a wall clock (time comes from the caller's `Clock`), never draws unseeded
+//! randomness, never panics on bytes from peers (bad frames and records are logged and
+//! dropped), never touches files except through the quorum's `Disk`.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{
+    broker_registration_request, ApiKey, BrokerHeartbeatRequest, BrokerHeartbeatResponse,
+    BrokerRegistrationRequest, BrokerRegistrationResponse,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use samsa_cluster::controller::{BrokerRegistration, Controller, ControllerConfig};
+use samsa_cluster::metadata::{BrokerImage, MetadataImage};
+use samsa_cluster::planted::Planted;
+use samsa_cluster::records::{decode_batch, encode_batch, MetadataRecord};
+use samsa_net::error::{code, ErrorCode};
+use samsa_net::frame::{read_frame, write_frame};
+use samsa_net::{Clock, Hooks, Net};
+use samsa_raft::{Entry, NodeId, Role, Voter};
+use samsa_storage::Disk;
+use tokio::sync::watch;
+
+use crate::config::ClusterConfig;
+use crate::quorum::{ProposeFailure, QuorumConfig, QuorumHandle, QuorumNode, StateMachine};
+
+/// Directory (under the node's data dir) of the metadata quorum's files.
+pub const QUORUM_DIR: &str = "__cluster_metadata";
+/// Raft timing of the metadata quorum.
+pub const ELECTION_TIMEOUT_MIN_MS: u64 = 1_000;
+pub const ELECTION_TIMEOUT_MAX_MS: u64 = 2_000;
+pub const RAFT_HEARTBEAT_MS: u64 = 100;
+pub const RAFT_BATCH_ENTRIES_MAX: usize = 64;
+pub const SNAPSHOT_EVERY_ENTRIES: u64 = 1_000;
+/// Largest controller RPC response read (registration answers are tiny).
+pub const RPC_RESPONSE_BYTES_MAX: usize = 64 * 1024;
+/// How long one controller RPC (connect, send, answer) may take.
+pub const RPC_TIMEOUT_MS: u64 = 2_000;
+/// BrokerRegistration / BrokerHeartbeat versions this node sends.
+const REGISTRATION_VERSION: i16 = 0;
+const HEARTBEAT_VERSION: i16 = 0;
+
+/// Applies committed metadata batches to the shared image. A batch that does not decode or a
+/// record the image refuses is logged and skipped (every node skips it alike: the image stays
+/// a function of the committed log).
+struct ImageMachine {
+    image: Arc<Mutex<MetadataImage>>,
+}
+
+fn lock(image: &Mutex<MetadataImage>) -> std::sync::MutexGuard<'_, MetadataImage> {
+    image.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl StateMachine for ImageMachine {
+    fn apply(&mut self, entries: &[Entry]) {
+        let mut image = lock(&self.image);
+        for entry in entries.iter().filter(|e| !e.payload.is_empty()) {
+            let records = match decode_batch(&entry.payload) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(index = entry.index, "undecodable metadata batch: {e:?}");
+                    continue;
+                }
+            };
+            for record in &records {
+                if let Err(e) = image.apply(record) {
+                    tracing::warn!(index = entry.index, "metadata record refused: {e}");
+                }
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Bytes {
+        Bytes::from(encode_batch(&lock(&self.image).snapshot()))
+    }
+
+    fn restore(&mut self, data: Bytes) {
+        let restored = if data.is_empty() {
+            Ok(MetadataImage::new())
+        } else {
+            decode_batch(&data)
+                .map_err(|e| format!("{e:?}"))
+                .and_then(|r| MetadataImage::from_snapshot(&r).map_err(|e| e.to_string()))
+        };
+        match restored {
+            Ok(image) => *lock(&self.image) = image,
+            Err(e) => tracing::error!("metadata snapshot refused: {e}"),
+        }
+    }
+}
+
+/// A Kafka node id as a Raft node id (`NodeConfig::validate` keeps ids >= 0).
+fn nid(id: i32) -> NodeId {
+    NodeId(u32::try_from(id).unwrap_or(0))
+}
+
+struct ControllerSlot {
+    controller: Controller,
+    /// The quorum term in which `controller` became active (its sessions start then).
+    active_term: Option<u64>,
+}
+
+/// One node's part of the cluster: quorum handle, metadata image, controller.
+pub struct ClusterNode {
+    pub cfg: ClusterConfig,
+    pub node_id: i32,
+    pub quorum: QuorumHandle,
+    /// This node's directory id: its broker incarnation (a wiped disk gets a new one).
+    pub incarnation: u128,
+    /// The cluster id every node reports: derived from the voter set (all nodes share it).
+    pub cluster_id: String,
+    image: Arc<Mutex<MetadataImage>>,
+    slot: tokio::sync::Mutex<ControllerSlot>,
+    heartbeat_interval_ms: u64,
+}
+
+impl ClusterNode {
+    /// Starts the metadata quorum (its files under `QUORUM_DIR`). The directory id of a fresh
+    /// data dir is drawn from `seed` (the node's seed: OS entropy in production) and persisted.
+    pub async fn start<D: Disk, N: Net>(
+        node: &crate::config::NodeConfig,
+        cfg: ClusterConfig,
+        disk: D,
+        net: N,
+        hooks: Hooks,
+    ) -> Result<Arc<ClusterNode>, String> {
+        let quorum_cfg = QuorumConfig {
+            id: nid(node.node_id),
+            listen: cfg.controller_listen,
+            peers: cfg
+                .voters
+                .iter()
+                .filter(|(id, _)| **id != node.node_id)
+                .map(|(id, addr)| (nid(*id), *addr))
+                .collect(),
+            voters: cfg
+                .voters
+                .keys()
+                .map(|id| Voter {
+                    id: nid(*id),
+                    directory_id: None,
+                })
+                .collect(),
+            observers: Vec::new(),
+            data_dir: QUORUM_DIR.to_string(),
+            election_timeout_min_ms: ELECTION_TIMEOUT_MIN_MS,
+            election_timeout_max_ms: ELECTION_TIMEOUT_MAX_MS,
+            heartbeat_interval_ms: RAFT_HEARTBEAT_MS,
+            batch_entries_max: RAFT_BATCH_ENTRIES_MAX,
+            snapshot_every_entries: SNAPSHOT_EVERY_ENTRIES,
+            hooks,
+        };
+        let image = Arc::new(Mutex::new(MetadataImage::new()));
+        let machine = ImageMachine {
+            image: image.clone(),
+        };
+        let quorum = QuorumNode::spawn(quorum_cfg, disk, net, node.seed, machine, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        let incarnation = quorum.status().directory_id.0;
+        let controller = Controller::new(
+            ControllerConfig {
+                session_timeout_ms: i64::try_from(node.broker_session_timeout_ms)
+                    .unwrap_or(i64::MAX),
+            },
+            node.seed ^ 0xc0_47_01_1e,
+            Planted::default(),
+        );
+        tracing::info!(
+            controller_listen = %quorum.local_addr(),
+            directory_id = format!("{incarnation:032x}"),
+            "metadata quorum started"
+        );
+        let cluster_id = cluster_id_of(&cfg);
+        Ok(Arc::new(ClusterNode {
+            cluster_id,
+            cfg,
+            node_id: node.node_id,
+            quorum,
+            incarnation,
+            image,
+            slot: tokio::sync::Mutex::new(ControllerSlot {
+                controller,
+                active_term: None,
+            }),
+            heartbeat_interval_ms: node.broker_heartbeat_interval_ms,
+        }))
+    }
+
+    /// A copy of the current metadata image.
+    pub fn image(&self) -> MetadataImage {
+        lock(&self.image).clone()
+    }
+
+    /// Registered, unfenced brokers in id order.
+    pub fn live_brokers(&self) -> Vec<BrokerImage> {
+        lock(&self.image)
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .cloned()
+            .collect()
+    }
+
+    /// The active controller's id, if the quorum has a leader.
+    pub fn controller_id(&self) -> Option<i32> {
+        self.quorum
+            .status()
+            .leader
+            .map(|l| i32::try_from(l.0).unwrap_or(i32::MAX))
+    }
+
+    /// Runs one controller decision against the image and commits its records. Decisions are
+    /// serialised, and each one sees the records of the previous (they are applied before
+    /// `propose` answers). `NOT_CONTROLLER` unless this node leads the quorum.
+    async fn decide(
+        &self,
+        now_ms: i64,
+        f: impl FnOnce(&mut Controller, &MetadataImage) -> Result<Vec<MetadataRecord>, ErrorCode>,
+    ) -> Result<(), ErrorCode> {
+        let mut slot = self.slot.lock().await;
+        let status = self.quorum.status();
+        if status.role != Role::Leader {
+            slot.active_term = None;
+            return Err(code::NOT_CONTROLLER);
+        }
+        let image = self.image();
+        if slot.active_term != Some(status.term) {
+            slot.controller.on_become_active(&image, now_ms);
+            slot.active_term = Some(status.term);
+        }
+        let records = f(&mut slot.controller, &image)?;
+        if records.is_empty() {
+            return Ok(());
+        }
+        match self
+            .quorum
+            .propose(Bytes::from(encode_batch(&records)))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(ProposeFailure::NotLeader { .. }) | Err(ProposeFailure::Stopped) => {
+                Err(code::NOT_CONTROLLER)
+            }
+            Err(ProposeFailure::PayloadTooLarge) => Err(code::INVALID_REQUEST),
+            Err(ProposeFailure::Busy) | Err(ProposeFailure::Unknown) => {
+                Err(code::REQUEST_TIMED_OUT)
+            }
+        }
+    }
+
+    pub async fn register(&self, now_ms: i64, r: BrokerRegistration) -> Result<(), ErrorCode> {
+        self.decide(now_ms, |c, image| c.register_broker(image, now_ms, &r))
+            .await
+    }
+
+    /// A heartbeat; `epoch` is the low 64 bits of the broker's incarnation.
+    pub async fn heartbeat(&self, now_ms: i64, broker: i32, epoch: i64) -> Result<(), ErrorCode> {
+        self.decide(now_ms, |c, image| {
+            let b = image
+                .brokers
+                .get(&broker)
+                .ok_or(code::BROKER_ID_NOT_REGISTERED)?;
+            if b.incarnation as u64 as i64 != epoch {
+                return Err(code::STALE_BROKER_EPOCH);
+            }
+            c.heartbeat(image, now_ms, broker, b.incarnation)
+        })
+        .await
+    }
+
+    /// Fences expired brokers and elects leaders (active controller only; else nothing).
+    pub async fn tick(&self, now_ms: i64) {
+        let _ = self
+            .decide(now_ms, |c, image| Ok(c.tick(image, now_ms)))
+            .await;
+    }
+
+    /// The broker's loop: registers (again, whenever the image does not hold this node with
+    /// its incarnation) and heartbeats to the active controller; on the active controller it
+    /// also ticks the controller. Ends when `stop` turns true or the quorum stops.
+    pub async fn run<C: Clock, N: Net>(
+        self: Arc<Self>,
+        clock: C,
+        net: N,
+        advertised: (String, i32),
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let interval = Duration::from_millis(self.heartbeat_interval_ms);
+        let mut correlation = 0i32;
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+            if !self.quorum.status().running {
+                return;
+            }
+            let now = clock.now_ms();
+            if self.cfg.controller {
+                self.tick(now).await;
+            }
+            if !self.cfg.broker {
+                continue;
+            }
+            let Some(leader) = self.controller_id() else {
+                continue;
+            };
+            let registered = lock(&self.image)
+                .brokers
+                .get(&self.node_id)
+                .is_some_and(|b| b.incarnation == self.incarnation);
+            let registration = BrokerRegistration {
+                broker_id: self.node_id,
+                incarnation: self.incarnation,
+                host: advertised.0.clone(),
+                port: u16::try_from(advertised.1).unwrap_or(0),
+                rack: None,
+            };
+            let epoch = self.incarnation as u64 as i64;
+            let result = if leader == self.node_id {
+                if registered {
+                    self.heartbeat(now, self.node_id, epoch).await
+                } else {
+                    self.register(now, registration).await
+                }
+            } else {
+                let addr = lock(&self.image).brokers.get(&leader).and_then(|b| {
+                    let host = if b.host == "localhost" {
+                        "127.0.0.1"
+                    } else {
+                        &b.host
+                    };
+                    host.parse().ok().map(|ip| SocketAddr::new(ip, b.port))
+                });
+                let Some(addr) = addr else {
+                    // The controller has not registered itself yet: nothing to talk to.
+                    continue;
+                };
+                correlation = correlation.wrapping_add(1);
+                if registered {
+                    heartbeat_rpc(&net, addr, correlation, self.node_id, epoch).await
+                } else {
+                    registration_rpc(&net, addr, correlation, &registration).await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(leader, registered, "controller call failed: error {e}");
+            }
+        }
+    }
+}
+
+/// A Kafka-style cluster id (base64url of 16 bytes) that every node of one voter set computes
+/// alike: two FNV-1a hashes of the canonical voter list. The metadata log has no cluster-id
+/// record yet; this keeps clients from seeing a different cluster on every node.
+pub fn cluster_id_of(cfg: &ClusterConfig) -> String {
+    let text: String = cfg
+        .voters
+        .iter()
+        .map(|(id, addr)| format!("{id}@{addr},"))
+        .collect();
+    let fnv = |basis: u64| {
+        text.bytes().fold(basis, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    let mut raw = [0u8; 16];
+    raw[..8].copy_from_slice(&fnv(0xcbf2_9ce4_8422_2325).to_be_bytes());
+    raw[8..].copy_from_slice(&fnv(0x5a5a_17e5_c0de_d00d).to_be_bytes());
+    crate::metadata::base64url(&raw)
+}
+
+/// Sends one request to `addr` and reads its answer (a fresh connection each time: these are
+/// rare and small). Every failure maps to an error code.
+async fn call<N: Net, Req: Encodable, Resp: Decodable>(
+    net: &N,
+    addr: SocketAddr,
+    key: ApiKey,
+    version: i16,
+    correlation: i32,
+    request: &Req,
+) -> Result<Resp, ErrorCode> {
+    let exchange = async {
+        let frame = samsa_net::codec::encode_request(
+            key as i16,
+            version,
+            correlation,
+            Some("samsa"),
+            request,
+        )
+        .map_err(|_| code::INVALID_REQUEST)?;
+        let stream = net
+            .connect(addr)
+            .await
+            .map_err(|_| code::NETWORK_EXCEPTION)?;
+        let (mut r, mut w) = tokio::io::split(stream);
+        write_frame(&mut w, &frame)
+            .await
+            .map_err(|_| code::NETWORK_EXCEPTION)?;
+        let body = read_frame(&mut r, RPC_RESPONSE_BYTES_MAX)
+            .await
+            .map_err(|_| code::NETWORK_EXCEPTION)?
+            .ok_or(code::NETWORK_EXCEPTION)?;
+        let (corr, resp) =
+            samsa_net::codec::decode_response::<Resp>(key as i16, version, body.freeze())
+                .map_err(|_| code::CORRUPT_MESSAGE)?;
+        if corr != correlation {
+            return Err(code::CORRUPT_MESSAGE);
+        }
+        Ok(resp)
+    };
+    tokio::time::timeout(Duration::from_millis(RPC_TIMEOUT_MS), exchange)
+        .await
+        .unwrap_or(Err(code::REQUEST_TIMED_OUT))
+}
+
+async fn registration_rpc<N: Net>(
+    net: &N,
+    addr: SocketAddr,
+    correlation: i32,
+    r: &BrokerRegistration,
+) -> Result<(), ErrorCode> {
+    let listener = broker_registration_request::Listener::default()
+        .with_name(StrBytes::from_static_str("PLAINTEXT"))
+        .with_host(StrBytes::from_string(r.host.clone()))
+        .with_port(r.port);
+    let req = BrokerRegistrationRequest::default()
+        .with_broker_id(r.broker_id.into())
+        .with_incarnation_id(uuid::Uuid::from_u128(r.incarnation))
+        .with_listeners(vec![listener]);
+    let resp: BrokerRegistrationResponse = call(
+        net,
+        addr,
+        ApiKey::BrokerRegistration,
+        REGISTRATION_VERSION,
+        correlation,
+        &req,
+    )
+    .await?;
+    match resp.error_code {
+        0 => Ok(()),
+        e => Err(e),
+    }
+}
+
+async fn heartbeat_rpc<N: Net>(
+    net: &N,
+    addr: SocketAddr,
+    correlation: i32,
+    broker: i32,
+    epoch: i64,
+) -> Result<(), ErrorCode> {
+    let req = BrokerHeartbeatRequest::default()
+        .with_broker_id(broker.into())
+        .with_broker_epoch(epoch);
+    let resp: BrokerHeartbeatResponse = call(
+        net,
+        addr,
+        ApiKey::BrokerHeartbeat,
+        HEARTBEAT_VERSION,
+        correlation,
+        &req,
+    )
+    .await?;
+    match resp.error_code {
+        0 => Ok(()),
+        e => Err(e),
+    }
+}
+
+/// What the BrokerRegistration handler passes to `ClusterNode::register`: the first listener's
+/// host and port (`INVALID_REQUEST` without one).
+pub fn registration_from_request(
+    req: &BrokerRegistrationRequest,
+) -> Result<BrokerRegistration, ErrorCode> {
+    let listener = req.listeners.first().ok_or(code::INVALID_REQUEST)?;
+    Ok(BrokerRegistration {
+        broker_id: req.broker_id.0,
+        incarnation: req.incarnation_id.as_u128(),
+        host: listener.host.to_string(),
+        port: listener.port,
+        rack: req.rack.as_ref().map(|r| r.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn register(id: i32) -> MetadataRecord {
+        MetadataRecord::RegisterBroker {
+            broker_id: id,
+            incarnation: 7 + id as u128,
+            host: "127.0.0.1".to_string(),
+            port: 9000 + id as u16,
+            rack: None,
+        }
+    }
+
+    fn entry(index: u64, payload: Vec<u8>) -> Entry {
+        Entry {
+            term: 1,
+            index,
+            payload: Bytes::from(payload),
+        }
+    }
+
+    #[test]
+    fn image_machine_applies_batches_skips_garbage_and_snapshots() {
+        let image = Arc::new(Mutex::new(MetadataImage::new()));
+        let mut sm = ImageMachine {
+            image: image.clone(),
+        };
+        sm.apply(&[
+            entry(1, Vec::new()),
+            entry(2, encode_batch(&[register(1), register(2)])),
+            entry(3, vec![0xde, 0xad, 0xbe, 0xef]),
+            entry(
+                4,
+                encode_batch(&[MetadataRecord::UnfenceBroker { broker_id: 2 }]),
+            ),
+            // Refused by the image (unknown broker): skipped, the rest still applies.
+            entry(
+                5,
+                encode_batch(&[MetadataRecord::UnfenceBroker { broker_id: 9 }]),
+            ),
+        ]);
+        let got = lock(&image).clone();
+        assert_eq!(got.brokers.len(), 2);
+        assert!(!got.is_live(1) && got.is_live(2));
+
+        let other = Arc::new(Mutex::new(MetadataImage::new()));
+        let mut restored = ImageMachine {
+            image: other.clone(),
+        };
+        restored.restore(sm.snapshot());
+        assert_eq!(*lock(&other), got);
+        // A snapshot that does not decode leaves the image as it was.
+        restored.restore(Bytes::from_static(b"not a snapshot"));
+        assert_eq!(*lock(&other), got);
+        restored.restore(Bytes::new());
+        assert_eq!(*lock(&other), MetadataImage::new());
+    }
+
+    #[test]
+    fn cluster_id_is_shared_by_one_voter_set_only() {
+        let cfg = |text: &str| ClusterConfig {
+            voters: crate::config::parse_voters(text).expect("voters"),
+            controller_listen: "127.0.0.1:1".parse().expect("addr"),
+            broker: true,
+            controller: true,
+        };
+        let a = cluster_id_of(&cfg("1@127.0.0.1:1,2@127.0.0.1:2"));
+        assert_eq!(a.len(), 22);
+        assert_eq!(a, cluster_id_of(&cfg("2@127.0.0.1:2, 1@127.0.0.1:1")));
+        assert_ne!(a, cluster_id_of(&cfg("1@127.0.0.1:1,2@127.0.0.1:3")));
+    }
+}
