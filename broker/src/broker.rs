@@ -1,6 +1,8 @@
 //! `Broker`: the state one node shares between its connections: config, metadata store, the open
 //! partitions and the long-poll wake-up. Topic changes go through the metadata store first
-//! (durable), then open/close partitions. Never reads the wall clock except through `Clock`.
+//! (durable), then open/close partitions. In cluster mode the topics live in the quorum's image
+//! and an image watcher opens/removes the replicas assigned to this node.
+//! Never reads the wall clock except through `Clock`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -11,6 +13,7 @@ use samsa_net::{Clock, Hooks};
 use samsa_storage::Disk;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
+use uuid::Uuid;
 
 use crate::config::NodeConfig;
 use crate::metadata::{MetaError, MetadataStore, TopicMeta};
@@ -40,6 +43,11 @@ pub struct Broker<D: Disk, C: Clock> {
     /// Cluster mode (`voters` set): the metadata quorum, image and controller. Set once by the
     /// node shell right after `open`; unset on a single node.
     pub cluster: std::sync::OnceLock<Arc<crate::cluster_mode::ClusterNode>>,
+    /// Cluster mode: the partitions the image watcher opened (replicas assigned to this node),
+    /// with their topic ids. Only these are ever closed by the watcher.
+    replicas: Mutex<BTreeMap<PartitionKey, Uuid>>,
+    /// Serialises image reconciliations (two must never open one partition twice).
+    reconciling: tokio::sync::Mutex<()>,
 }
 
 impl<D: Disk, C: Clock> Broker<D, C> {
@@ -77,6 +85,8 @@ impl<D: Disk, C: Clock> Broker<D, C> {
                 cfg.offsets_topic_num_partitions,
             ),
             cluster: std::sync::OnceLock::new(),
+            replicas: Mutex::new(BTreeMap::new()),
+            reconciling: tokio::sync::Mutex::new(()),
             cfg,
         });
         for topic in &topics {
@@ -85,7 +95,11 @@ impl<D: Disk, C: Clock> Broker<D, C> {
                 .await
                 .map_err(NodeError::Storage)?;
         }
-        broker.remove_orphans().await;
+        // In cluster mode the topics live in the metadata image (replayed later by the quorum),
+        // not in the local store: their directories are not orphans.
+        if !matches!(broker.cfg.cluster(), Ok(Some(_))) {
+            broker.remove_orphans().await;
+        }
         broker.groups.set_hooks(broker.hooks.clone());
         broker.groups.replay(&broker).await;
         tracing::info!(topics = topics.len(), "metadata and partitions recovered");
@@ -260,6 +274,138 @@ impl<D: Disk, C: Clock> Broker<D, C> {
             }
         }
         Ok(())
+    }
+
+    /// Cluster mode: makes the open partitions match the image. Every replica assigned to this
+    /// node is opened (recovering its log; directory from name, index and topic id), and the
+    /// partitions of topics the image no longer holds (or holds under another id) are closed
+    /// and their files removed. A partition that fails to open is retried on the next call.
+    pub async fn reconcile_cluster(&self) {
+        let Some(cluster) = self.cluster.get() else {
+            return;
+        };
+        let _serial = self.reconciling.lock().await;
+        let image = cluster.image();
+        let mut wanted: BTreeMap<PartitionKey, (Uuid, TopicMeta)> = BTreeMap::new();
+        for t in image.topics.values() {
+            let meta = TopicMeta {
+                name: t.name.clone(),
+                id: Uuid::from_u128(t.topic_id),
+                partitions: i32::try_from(t.partitions.len()).unwrap_or(i32::MAX),
+                configs: t.configs.clone(),
+            };
+            for (index, p) in &t.partitions {
+                if p.replicas.contains(&self.node_id) {
+                    wanted.insert((t.name.clone(), *index), (meta.id, meta.clone()));
+                }
+            }
+        }
+        let stale: Vec<PartitionKey> = self
+            .lock_replicas()
+            .iter()
+            .filter(|(key, id)| wanted.get(*key).is_none_or(|(want, _)| want != *id))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in stale {
+            self.lock_replicas().remove(&key);
+            let removed = self.lock_partitions().remove(&key);
+            if let Some(p) = removed {
+                p.delete().await;
+                tracing::info!(topic = %key.0, partition = key.1, "replica removed");
+            }
+        }
+        for (key, (id, meta)) in wanted {
+            if self.lock_replicas().contains_key(&key) {
+                continue;
+            }
+            let opened = Partition::open(
+                self.disk.clone(),
+                self.hooks.clone(),
+                &key.0,
+                id,
+                key.1,
+                self.topic_config(&meta),
+                self.data_arrived.clone(),
+            )
+            .await;
+            match opened {
+                Ok(p) => {
+                    self.lock_partitions().insert(key.clone(), Arc::new(p));
+                    self.lock_replicas().insert(key.clone(), id);
+                    tracing::info!(topic = %key.0, partition = key.1, "replica opened");
+                }
+                Err(e) => tracing::error!(topic = %key.0, partition = key.1, "open failed: {e}"),
+            }
+        }
+        // Partitions this node leads write their batches with the controller's leader epoch,
+        // recorded in the log's epoch cache before the first batch of it.
+        for t in image.topics.values() {
+            for (index, p) in &t.partitions {
+                if p.leader != self.node_id {
+                    continue;
+                }
+                let key = (t.name.clone(), *index);
+                let Some(partition) = self.lock_partitions().get(&key).cloned() else {
+                    continue;
+                };
+                if let Err(c) = partition.become_leader(p.leader_epoch).await {
+                    tracing::error!(topic = %key.0, partition = key.1, code = c,
+                        "cannot record the leader epoch");
+                }
+            }
+        }
+    }
+
+    fn lock_replicas(&self) -> std::sync::MutexGuard<'_, BTreeMap<PartitionKey, Uuid>> {
+        self.replicas.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Cluster mode: reconciles once now and again after every batch the image applies, until
+    /// `stop` turns true.
+    pub fn spawn_image_watcher(self: &Arc<Self>, stop: watch::Receiver<bool>) -> JoinHandle<()> {
+        let broker = self.clone();
+        let mut stop = stop;
+        tokio::spawn(async move {
+            let Some(mut applied) = broker.cluster.get().map(|c| c.applied()) else {
+                return;
+            };
+            loop {
+                broker.reconcile_cluster().await;
+                tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|s| *s) => break,
+                    changed = applied.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    /// Whether this node may serve Produce/Fetch/ListOffsets for a partition: always on a
+    /// single node; in cluster mode only as the partition's leader in the image
+    /// (`NOT_LEADER_OR_FOLLOWER` otherwise, `UNKNOWN_TOPIC_OR_PARTITION` when unknown).
+    pub fn lead_check(&self, topic: &str, index: i32) -> Result<(), i16> {
+        match self.cluster.get() {
+            None => Ok(()),
+            Some(_) if topic == crate::group::shell::OFFSETS_TOPIC => Ok(()),
+            Some(c) => c.lead_check(topic, index).map(|_| ()),
+        }
+    }
+
+    /// A topic's name from its id: the local store on a single node, the image in cluster mode.
+    pub async fn topic_name_by_id(&self, id: Uuid) -> Option<String> {
+        match self.cluster.get() {
+            Some(c) => c.topic_by_id(id.as_u128()).map(|t| t.name),
+            None => self
+                .meta
+                .lock()
+                .await
+                .topic_by_id(id)
+                .map(|t| t.name.clone()),
+        }
     }
 
     /// Background tasks: the interval flusher, the retention timer, the log cleaner and the

@@ -20,10 +20,10 @@ use kafka_protocol::messages::{
     BrokerRegistrationRequest, BrokerRegistrationResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use samsa_cluster::controller::{BrokerRegistration, Controller, ControllerConfig};
-use samsa_cluster::metadata::{BrokerImage, MetadataImage};
+use samsa_cluster::controller::{BrokerRegistration, Controller, ControllerConfig, CreateTopic};
+use samsa_cluster::metadata::{BrokerImage, MetadataImage, TopicImage};
 use samsa_cluster::planted::Planted;
-use samsa_cluster::records::{decode_batch, encode_batch, MetadataRecord};
+use samsa_cluster::records::{decode_batch, encode_batch, MetadataRecord, TopicId};
 use samsa_net::error::{code, ErrorCode};
 use samsa_net::frame::{read_frame, write_frame};
 use samsa_net::{Clock, Hooks, Net};
@@ -46,6 +46,8 @@ pub const SNAPSHOT_EVERY_ENTRIES: u64 = 1_000;
 pub const RPC_RESPONSE_BYTES_MAX: usize = 64 * 1024;
 /// How long one controller RPC (connect, send, answer) may take.
 pub const RPC_TIMEOUT_MS: u64 = 2_000;
+/// A topic created with replication factor -1 gets min(this, live brokers) replicas.
+pub const DEFAULT_REPLICATION_FACTOR_MAX: usize = 3;
 /// BrokerRegistration / BrokerHeartbeat versions this node sends.
 const REGISTRATION_VERSION: i16 = 0;
 const HEARTBEAT_VERSION: i16 = 0;
@@ -55,6 +57,8 @@ const HEARTBEAT_VERSION: i16 = 0;
 /// a function of the committed log).
 struct ImageMachine {
     image: Arc<Mutex<MetadataImage>>,
+    /// Bumped after every apply or restore: the broker's image watcher waits on it.
+    applied: watch::Sender<u64>,
 }
 
 fn lock(image: &Mutex<MetadataImage>) -> std::sync::MutexGuard<'_, MetadataImage> {
@@ -78,6 +82,8 @@ impl StateMachine for ImageMachine {
                 }
             }
         }
+        drop(image);
+        self.applied.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     fn snapshot(&self) -> Bytes {
@@ -96,6 +102,7 @@ impl StateMachine for ImageMachine {
             Ok(image) => *lock(&self.image) = image,
             Err(e) => tracing::error!("metadata snapshot refused: {e}"),
         }
+        self.applied.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 
@@ -122,6 +129,8 @@ pub struct ClusterNode {
     image: Arc<Mutex<MetadataImage>>,
     slot: tokio::sync::Mutex<ControllerSlot>,
     heartbeat_interval_ms: u64,
+    /// Counts applied batches (see `ImageMachine::applied`).
+    applied: watch::Receiver<u64>,
 }
 
 impl ClusterNode {
@@ -161,8 +170,10 @@ impl ClusterNode {
             hooks,
         };
         let image = Arc::new(Mutex::new(MetadataImage::new()));
+        let (applied_tx, applied) = watch::channel(0u64);
         let machine = ImageMachine {
             image: image.clone(),
+            applied: applied_tx,
         };
         let quorum = QuorumNode::spawn(quorum_cfg, disk, net, node.seed, machine, None)
             .await
@@ -194,12 +205,81 @@ impl ClusterNode {
                 active_term: None,
             }),
             heartbeat_interval_ms: node.broker_heartbeat_interval_ms,
+            applied,
         }))
     }
 
     /// A copy of the current metadata image.
     pub fn image(&self) -> MetadataImage {
         lock(&self.image).clone()
+    }
+
+    /// A receiver that changes after every batch the image applies (the image watcher).
+    pub fn applied(&self) -> watch::Receiver<u64> {
+        self.applied.clone()
+    }
+
+    /// The topic named `name` in the image.
+    pub fn topic(&self, name: &str) -> Option<TopicImage> {
+        let image = lock(&self.image);
+        let id = image.topic_ids.get(name)?;
+        image.topics.get(id).cloned()
+    }
+
+    /// The topic with id `id` in the image.
+    pub fn topic_by_id(&self, id: TopicId) -> Option<TopicImage> {
+        lock(&self.image).topics.get(&id).cloned()
+    }
+
+    /// Who may serve Produce/Fetch/ListOffsets for a partition: `Ok(leader_epoch)` when this
+    /// node leads it, `NOT_LEADER_OR_FOLLOWER` when another node does (or none),
+    /// `UNKNOWN_TOPIC_OR_PARTITION` when the image has no such partition.
+    pub fn lead_check(&self, name: &str, index: i32) -> Result<i32, ErrorCode> {
+        let image = lock(&self.image);
+        let p = image
+            .topic_ids
+            .get(name)
+            .and_then(|id| image.partition(*id, index))
+            .ok_or(code::UNKNOWN_TOPIC_OR_PARTITION)?;
+        if p.leader == self.node_id {
+            Ok(p.leader_epoch)
+        } else {
+            Err(code::NOT_LEADER_OR_FOLLOWER)
+        }
+    }
+
+    /// Creates a topic through the controller; answers once its records are committed and
+    /// applied here. A replication factor of -1 means min(3, live brokers). `NOT_CONTROLLER`
+    /// unless this node is the active controller.
+    pub async fn create_topic(
+        &self,
+        now_ms: i64,
+        mut request: CreateTopic,
+    ) -> Result<TopicId, ErrorCode> {
+        let mut created = None;
+        self.decide(now_ms, |c, image| {
+            if request.replication_factor == -1 {
+                let live = image.brokers.values().filter(|b| !b.fenced).count();
+                request.replication_factor =
+                    i16::try_from(live.min(DEFAULT_REPLICATION_FACTOR_MAX)).unwrap_or(1);
+            }
+            let (id, records) = c.create_topic(image, &request)?;
+            created = Some(id);
+            Ok(records)
+        })
+        .await?;
+        created.ok_or(code::UNKNOWN_SERVER_ERROR)
+    }
+
+    /// Deletes a topic through the controller (same answers as `create_topic`).
+    pub async fn delete_topic(&self, now_ms: i64, name: &str) -> Result<TopicId, ErrorCode> {
+        let mut deleted = None;
+        self.decide(now_ms, |c, image| {
+            deleted = image.topic_ids.get(name).copied();
+            c.delete_topic(image, name)
+        })
+        .await?;
+        deleted.ok_or(code::UNKNOWN_TOPIC_OR_PARTITION)
     }
 
     /// Registered, unfenced brokers in id order.
@@ -522,6 +602,7 @@ mod tests {
         let image = Arc::new(Mutex::new(MetadataImage::new()));
         let mut sm = ImageMachine {
             image: image.clone(),
+            applied: watch::channel(0).0,
         };
         sm.apply(&[
             entry(1, Vec::new()),
@@ -544,6 +625,7 @@ mod tests {
         let other = Arc::new(Mutex::new(MetadataImage::new()));
         let mut restored = ImageMachine {
             image: other.clone(),
+            applied: watch::channel(0).0,
         };
         restored.restore(sm.snapshot());
         assert_eq!(*lock(&other), got);

@@ -104,6 +104,7 @@ async fn run_node_inner<D: Disk, C: Clock, N: Net>(
         .await
         .map_err(NodeError::Storage)?;
         let _ = broker.cluster.set(cluster.clone());
+        background.push(broker.spawn_image_watcher(stop_rx.clone()));
         let advertised = (broker.advertised_host.clone(), broker.advertised_port);
         background.push(tokio::spawn(
             cluster

@@ -5,6 +5,7 @@
 //! Never acknowledges a produce after a failed sync, and never serves bytes that failed a CRC.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
@@ -18,7 +19,8 @@ use uuid::Uuid;
 use crate::group_commit::{Effect, Event, GroupCommit, Outcome, WaiterId};
 use crate::topic_config::{FlushPolicy, TopicConfig};
 
-/// The leader epoch written into every batch: a single node has only ever had epoch 0.
+/// The leader epoch a partition starts with: a single node has only ever had epoch 0; in cluster
+/// mode `become_leader` raises it to the epoch the controller gave this node.
 pub const LEADER_EPOCH: i32 = 0;
 /// Bytes between two offset-index entries.
 pub const INDEX_INTERVAL_BYTES: u64 = 4096;
@@ -101,6 +103,8 @@ pub struct Partition<D: Disk> {
     log: tokio::sync::Mutex<PartitionLog<D>>,
     commit: Mutex<Commit>,
     data_arrived: Arc<Notify>,
+    /// The leader epoch written into produced batches (never goes down).
+    leader_epoch: AtomicI32,
 }
 
 impl<D: Disk> Partition<D> {
@@ -135,6 +139,7 @@ impl<D: Disk> Partition<D> {
         }
         let durable_end = log.flush().await.map_err(|e| format!("{dir}: {e}"))?;
         let eager = config.flush_policy == FlushPolicy::Fsync;
+        let epoch = log.latest_epoch().unwrap_or(LEADER_EPOCH).max(LEADER_EPOCH);
         Ok(Partition {
             topic: topic.to_string(),
             topic_id,
@@ -151,7 +156,28 @@ impl<D: Disk> Partition<D> {
                 last_interval_sync_ms: i64::MIN,
             }),
             data_arrived,
+            leader_epoch: AtomicI32::new(epoch),
         })
+    }
+
+    /// The leader epoch produced batches are written with.
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::SeqCst)
+    }
+
+    /// Cluster mode: this node leads the partition in `epoch`. Records the epoch at the log end
+    /// (durably, before any batch of it) and writes later produced batches with it. An epoch at
+    /// or below the current one changes nothing.
+    pub async fn become_leader(&self, epoch: i32) -> Result<(), i16> {
+        let mut log = self.log.lock().await;
+        if epoch <= self.leader_epoch() {
+            return Ok(());
+        }
+        log.assign_leader_epoch(epoch)
+            .await
+            .map_err(|e| e.error_code())?;
+        self.leader_epoch.store(epoch, Ordering::SeqCst);
+        Ok(())
     }
 
     fn lock_commit(&self) -> std::sync::MutexGuard<'_, Commit> {
@@ -209,7 +235,7 @@ impl<D: Disk> Partition<D> {
         let batches = BytesMut::from(&records[..]);
         let info = {
             let mut log = self.log.lock().await;
-            log.append(batches, now_ms, LEADER_EPOCH).await
+            log.append(batches, now_ms, self.leader_epoch()).await
         };
         let info = match info {
             Ok(info) => info,
@@ -666,6 +692,34 @@ mod tests {
                 "{refused:?}"
             );
             assert_eq!(follower.log_end_offset().await, 60);
+        }
+
+        #[tokio::test]
+        async fn a_new_leader_epoch_is_recorded_and_written_into_later_batches() {
+            let tmp = tempfile::tempdir().unwrap();
+            let disk = RealDisk::new(tmp.path()).expect("disk");
+            let p = open_partition(&disk, "epochs").await;
+            p.append(produce(0), 0).await.expect("produce");
+            assert_eq!(p.leader_epoch(), LEADER_EPOCH);
+            p.become_leader(3).await.expect("epoch 3");
+            let second = p.append(produce(1), 0).await.expect("produce");
+            assert_eq!(p.leader_epoch(), 3);
+            // An older epoch changes nothing.
+            p.become_leader(2).await.expect("no-op");
+            assert_eq!(p.leader_epoch(), 3);
+            assert_eq!(p.latest_epoch().await, Some(3));
+            assert_eq!(p.end_offset_for_epoch(0).await, (0, second.base_offset));
+            p.wait_durable(second.end_offset).await.expect("answered");
+            let bytes = p
+                .read(second.base_offset, 1 << 20, true)
+                .await
+                .expect("read");
+            let hdr = samsa_net::batch::BatchHeader::parse(&bytes).expect("header");
+            assert_eq!(hdr.partition_leader_epoch, 3);
+            // Reopened, the partition keeps writing with the epoch its log holds.
+            drop(p);
+            let p = open_partition(&disk, "epochs").await;
+            assert_eq!(p.leader_epoch(), 3);
         }
     }
 

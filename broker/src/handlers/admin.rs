@@ -3,7 +3,10 @@
 //! AlterConfigs and IncrementalAlterConfigs, plus the single-node answers of
 //! DescribeTopicPartitions, ElectLeaders, List/AlterPartitionReassignments, DescribeLogDirs and
 //! AlterReplicaLogDirs (this node leads and holds every partition). Every change is durable in
-//! the metadata store before it is answered. Never panics on request contents.
+//! the metadata store before it is answered. In cluster mode Metadata, CreateTopics and
+//! DeleteTopics use the quorum's image and controller instead (committed and applied here
+//! before the answer; NOT_CONTROLLER off the active controller). Never panics on request
+//! contents.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -21,12 +24,15 @@ use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::*;
+use samsa_cluster::controller::CreateTopic;
+use samsa_cluster::metadata::{MetadataImage, TopicImage};
 use samsa_net::Clock;
 use samsa_storage::Disk;
 use uuid::Uuid;
 
 use super::{code, respond, s, topic_name, Reply};
 use crate::broker::Broker;
+use crate::cluster_mode::ClusterNode;
 use crate::config::PARTITIONS_PER_TOPIC_MAX;
 use crate::metadata::{valid_topic_name, MetaError, TopicMeta};
 use crate::topic_config::{validate_overrides, TOPIC_CONFIG_NAMES};
@@ -119,6 +125,10 @@ pub async fn metadata<D: Disk, C: Clock>(
     let allow_create =
         broker.cfg.auto_create_topics_enable && (v < 4 || body.allow_auto_topic_creation);
     let mut topics = Vec::new();
+    if let Some(cluster) = broker.cluster.get() {
+        topics = cluster_topics(broker, cluster, requested, allow_create, v).await;
+        return metadata_response(broker, req, topics).await;
+    }
     match requested {
         None => {
             let store = broker.meta.lock().await;
@@ -190,6 +200,14 @@ pub async fn metadata<D: Disk, C: Clock>(
             }
         }
     }
+    metadata_response(broker, req, topics).await
+}
+
+async fn metadata_response<D: Disk, C: Clock>(
+    broker: &Arc<Broker<D, C>>,
+    req: &RequestFrame,
+    topics: Vec<MetadataResponseTopic>,
+) -> Reply {
     let cluster_id = cluster_id(broker).await;
     let body = MetadataResponse::default()
         .with_throttle_time_ms(0)
@@ -208,6 +226,131 @@ pub async fn metadata<D: Disk, C: Clock>(
         .with_controller_id(BrokerId(controller_id(broker)))
         .with_topics(topics);
     respond(req, &body)
+}
+
+/// A topic of the cluster image as Metadata shows it: each partition's leader, leader epoch,
+/// replicas, ISR and offline replicas (replicas that are not live brokers).
+fn image_topic_entry(
+    image: &MetadataImage,
+    topic: &TopicImage,
+    version: i16,
+) -> MetadataResponseTopic {
+    let ids = |v: &[i32]| v.iter().map(|b| BrokerId(*b)).collect::<Vec<_>>();
+    let partitions = topic
+        .partitions
+        .iter()
+        .map(|(index, p)| {
+            let offline: Vec<i32> = p
+                .replicas
+                .iter()
+                .copied()
+                .filter(|b| !image.is_live(*b))
+                .collect();
+            let error = if p.leader < 0 {
+                code::LEADER_NOT_AVAILABLE
+            } else {
+                code::NONE
+            };
+            MetadataResponsePartition::default()
+                .with_error_code(error)
+                .with_partition_index(*index)
+                .with_leader_id(BrokerId(p.leader))
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(ids(&p.replicas))
+                .with_isr_nodes(ids(&p.isr))
+                .with_offline_replicas(ids(&offline))
+        })
+        .collect();
+    let mut t = MetadataResponseTopic::default()
+        .with_error_code(code::NONE)
+        .with_name(Some(topic_name(&topic.name)))
+        .with_partitions(partitions);
+    if version >= 10 {
+        t = t.with_topic_id(Uuid::from_u128(topic.topic_id));
+    }
+    t
+}
+
+/// Cluster mode: Metadata's topics from the image; unknown topics are auto-created through the
+/// controller when allowed. Only the active controller can create one: elsewhere the answer is
+/// LEADER_NOT_AVAILABLE (Kafka's answer while a topic is being created) and the client retries.
+async fn cluster_topics<D: Disk, C: Clock>(
+    broker: &Arc<Broker<D, C>>,
+    cluster: &ClusterNode,
+    requested: Option<Vec<metadata_request::MetadataRequestTopic>>,
+    allow_create: bool,
+    v: i16,
+) -> Vec<MetadataResponseTopic> {
+    let Some(list) = requested else {
+        let image = cluster.image();
+        return image
+            .topics
+            .values()
+            .map(|t| image_topic_entry(&image, t, v))
+            .collect();
+    };
+    let mut topics = Vec::new();
+    for t in list.into_iter().take(TOPICS_PER_REQUEST_MAX) {
+        let name = t.name.as_ref().map(|n| n.0.to_string());
+        let image = cluster.image();
+        let existing = match &name {
+            Some(n) => image.topic_ids.get(n).and_then(|id| image.topics.get(id)),
+            None => image.topics.get(&t.topic_id.as_u128()),
+        };
+        if let Some(topic) = existing {
+            topics.push(image_topic_entry(&image, topic, v));
+            continue;
+        }
+        let Some(name) = name else {
+            topics.push(error_topic(None, t.topic_id, code::UNKNOWN_TOPIC_ID, v));
+            continue;
+        };
+        if !valid_topic_name(&name) {
+            topics.push(error_topic(
+                Some(&name),
+                Uuid::nil(),
+                code::INVALID_TOPIC_EXCEPTION,
+                v,
+            ));
+            continue;
+        }
+        if !allow_create {
+            topics.push(error_topic(
+                Some(&name),
+                Uuid::nil(),
+                code::UNKNOWN_TOPIC_OR_PARTITION,
+                v,
+            ));
+            continue;
+        }
+        let request = CreateTopic {
+            name: name.clone(),
+            partitions: broker.cfg.num_partitions,
+            replication_factor: -1,
+            configs: BTreeMap::new(),
+        };
+        let entry = match cluster.create_topic(broker.clock.now_ms(), request).await {
+            Ok(_) | Err(code::TOPIC_ALREADY_EXISTS) => {
+                broker.reconcile_cluster().await;
+                let image = cluster.image();
+                match image
+                    .topic_ids
+                    .get(&name)
+                    .and_then(|id| image.topics.get(id))
+                {
+                    Some(topic) => image_topic_entry(&image, topic, v),
+                    None => error_topic(Some(&name), Uuid::nil(), code::LEADER_NOT_AVAILABLE, v),
+                }
+            }
+            // Kafka answers a topic being auto-created elsewhere with LEADER_NOT_AVAILABLE.
+            Err(code::NOT_CONTROLLER) => {
+                error_topic(Some(&name), Uuid::nil(), code::LEADER_NOT_AVAILABLE, v)
+            }
+            Err(e) => error_topic(Some(&name), Uuid::nil(), e, v),
+        };
+        topics.push(entry);
+    }
+    topics
 }
 
 /// Config entries of a CreateTopics/AlterConfigs request as a map; `Err` on nulls/duplicates.
@@ -238,6 +381,7 @@ pub async fn create_topics<D: Disk, C: Clock>(
     body: CreateTopicsRequest,
 ) -> Reply {
     let v = req.api_version;
+    let cluster = broker.cluster.get();
     let mut seen = BTreeSet::new();
     let duplicates: BTreeSet<String> = body
         .topics
@@ -264,10 +408,11 @@ pub async fn create_topics<D: Disk, C: Clock>(
                     Some("give either assignments or partitions/replication factor")
                 } else if indexes.len() != n || indexes.iter().any(|&i| i < 0 || i as usize >= n) {
                     Some("assignments must name partitions 0..n-1 once each")
-                } else if !t
-                    .assignments
-                    .iter()
-                    .all(|a| this_node_only(broker.node_id, &a.broker_ids))
+                } else if cluster.is_none()
+                    && !t
+                        .assignments
+                        .iter()
+                        .all(|a| this_node_only(broker.node_id, &a.broker_ids))
                 {
                     Some("every partition's replicas must be exactly this node")
                 } else {
@@ -288,7 +433,14 @@ pub async fn create_topics<D: Disk, C: Clock>(
                 code::INVALID_PARTITIONS,
                 format!("partitions must be in [1, {PARTITIONS_PER_TOPIC_MAX}]"),
             ))
-        } else if t.replication_factor != 1 && t.replication_factor != -1 {
+        } else if cluster.is_some()
+            && (t.replication_factor == 0 || t.replication_factor < -1 || !t.assignments.is_empty())
+        {
+            Some((
+                code::INVALID_REPLICATION_FACTOR,
+                "replication factor must be -1 or positive; no manual assignments".into(),
+            ))
+        } else if cluster.is_none() && t.replication_factor != 1 && t.replication_factor != -1 {
             Some((
                 code::INVALID_REPLICATION_FACTOR,
                 "replication factor must be 1 on a single node".into(),
@@ -297,7 +449,9 @@ pub async fn create_topics<D: Disk, C: Clock>(
             Some((code::INVALID_REPLICA_ASSIGNMENT, m.into()))
         } else if let Err(e) = &configs {
             Some((code::INVALID_CONFIG, e.clone()))
-        } else if broker.meta.lock().await.topic(&name).is_some() {
+        } else if cluster.is_none() && broker.meta.lock().await.topic(&name).is_some()
+            || cluster.is_some_and(|c| c.topic(&name).is_some())
+        {
             Some((
                 code::TOPIC_ALREADY_EXISTS,
                 format!("topic {name:?} already exists"),
@@ -306,9 +460,40 @@ pub async fn create_topics<D: Disk, C: Clock>(
             None
         };
         let mut result = CreatableTopicResult::default().with_name(t.name.clone());
+        let mut replication_factor = 1;
         let (error_code, message, meta) = match error {
             Some((c, m)) => (c, Some(m), None),
             None if body.validate_only => (code::NONE, None, None),
+            None if cluster.is_some() => {
+                let configs = configs.unwrap_or_default();
+                let Some(cluster) = cluster else {
+                    continue;
+                };
+                let request = CreateTopic {
+                    name: name.clone(),
+                    partitions,
+                    replication_factor: t.replication_factor,
+                    configs: configs.clone(),
+                };
+                match cluster.create_topic(broker.clock.now_ms(), request).await {
+                    Ok(id) => {
+                        broker.reconcile_cluster().await;
+                        replication_factor = cluster
+                            .topic_by_id(id)
+                            .and_then(|t| t.partitions.get(&0).map(|p| p.replicas.len()))
+                            .and_then(|n| i16::try_from(n).ok())
+                            .unwrap_or(-1);
+                        let meta = TopicMeta {
+                            name: name.clone(),
+                            id: Uuid::from_u128(id),
+                            partitions,
+                            configs,
+                        };
+                        (code::NONE, None, Some(meta))
+                    }
+                    Err(c) => (c, Some(format!("controller refused: error {c}")), None),
+                }
+            }
             None => {
                 let configs = configs.unwrap_or_default();
                 match broker.create_topic(&name, partitions, configs).await {
@@ -341,7 +526,7 @@ pub async fn create_topics<D: Disk, C: Clock>(
                     .collect();
                 result = result
                     .with_num_partitions(partitions)
-                    .with_replication_factor(1)
+                    .with_replication_factor(replication_factor)
                     .with_configs(Some(described));
             } else {
                 result = result.with_num_partitions(-1).with_replication_factor(-1);
@@ -377,16 +562,20 @@ pub async fn delete_topics<D: Disk, C: Clock>(
     for (name, id) in targets.into_iter().take(TOPICS_PER_REQUEST_MAX) {
         let resolved = match &name {
             Some(n) => Some(n.clone()),
-            None => broker
-                .meta
-                .lock()
-                .await
-                .topic_by_id(id)
-                .map(|t| t.name.clone()),
+            None => broker.topic_name_by_id(id).await,
         };
-        let (error_code, topic_id) = match &resolved {
-            None => (code::UNKNOWN_TOPIC_ID, id),
-            Some(n) => match broker.delete_topic(n).await {
+        let (error_code, topic_id) = match (&resolved, broker.cluster.get()) {
+            (None, _) => (code::UNKNOWN_TOPIC_ID, id),
+            (Some(n), Some(cluster)) => {
+                match cluster.delete_topic(broker.clock.now_ms(), n).await {
+                    Ok(deleted) => {
+                        broker.reconcile_cluster().await;
+                        (code::NONE, Uuid::from_u128(deleted))
+                    }
+                    Err(c) => (c, id),
+                }
+            }
+            (Some(n), None) => match broker.delete_topic(n).await {
                 Ok(meta) => (code::NONE, meta.id),
                 Err(e) => (meta_error_code(&e), id),
             },

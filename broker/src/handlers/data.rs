@@ -75,6 +75,7 @@ pub async fn produce<D: Disk, C: Clock>(
             let partition = broker.partition(&name, pd.index);
             // Keyless records a compacted topic refused, by index in the produce input.
             let mut keyless = Vec::new();
+            let lead = broker.lead_check(&name, pd.index);
             let outcome = if !acks_valid {
                 Err(code::INVALID_REQUIRED_ACKS)
             } else {
@@ -83,6 +84,7 @@ pub async fn produce<D: Disk, C: Clock>(
                     _ if name == crate::group::shell::OFFSETS_TOPIC => {
                         Err(code::INVALID_TOPIC_EXCEPTION)
                     }
+                    _ if lead.is_err() => Err(lead.err().unwrap_or(code::NOT_LEADER_OR_FOLLOWER)),
                     (None, _) => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
                     (Some(_), None) => Err(code::CORRUPT_MESSAGE),
                     (Some(p), Some(records)) => {
@@ -236,12 +238,7 @@ async fn fetch_once<D: Disk, C: Clock>(
     for t in topics {
         let name = match &t.name {
             Some(n) => Some(n.clone()),
-            None => broker
-                .meta
-                .lock()
-                .await
-                .topic_by_id(t.id)
-                .map(|m| m.name.clone()),
+            None => broker.topic_name_by_id(t.id).await,
         };
         let mut parts = Vec::new();
         for target in &t.partitions {
@@ -254,7 +251,14 @@ async fn fetch_once<D: Disk, C: Clock>(
             let partition = name
                 .as_ref()
                 .and_then(|n| broker.partition(n, target.partition));
+            let lead = match &name {
+                Some(n) => broker.lead_check(n, target.partition),
+                None => Ok(()),
+            };
             match partition {
+                _ if lead.is_err() => {
+                    pd = pd.with_error_code(lead.err().unwrap_or(code::NOT_LEADER_OR_FOLLOWER));
+                }
                 None => {
                     let c = if name.is_none() && version >= 13 {
                         code::UNKNOWN_TOPIC_ID
@@ -410,7 +414,9 @@ pub async fn list_offsets<D: Disk, C: Clock>(
             if v >= 4 {
                 r = r.with_leader_epoch(0);
             }
+            let lead = broker.lead_check(&name, p.partition_index);
             let result = match broker.partition(&name, p.partition_index) {
+                _ if lead.is_err() => Err(lead.err().unwrap_or(code::NOT_LEADER_OR_FOLLOWER)),
                 None => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
                 Some(part) => match p.timestamp {
                     -1 => Ok(Some((part.high_watermark(), -1))),
@@ -452,7 +458,9 @@ pub async fn delete_records<D: Disk, C: Clock>(
             let r = DeleteRecordsPartitionResult::default()
                 .with_partition_index(p.partition_index)
                 .with_low_watermark(-1);
+            let lead = broker.lead_check(&name, p.partition_index);
             let result = match broker.partition(&name, p.partition_index) {
+                _ if lead.is_err() => Err(lead.err().unwrap_or(code::NOT_LEADER_OR_FOLLOWER)),
                 None => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
                 Some(part) => {
                     let hw = part.high_watermark();
