@@ -118,6 +118,9 @@ async fn run_node_inner<D: Disk, C: Clock, N: Net>(
         ));
     }
     let connections = Arc::new(Semaphore::new(cfg.max_connections));
+    // Connection ids grow with every accepted connection (the group coordinator tells a late
+    // request on a replaced connection from a current one by them).
+    let mut connection_id: u64 = 0;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -140,9 +143,11 @@ async fn run_node_inner<D: Disk, C: Clock, N: Net>(
                 let broker = broker.clone();
                 let stop = stop_rx.clone();
                 let span = tracing::info_span!("conn", %peer);
+                connection_id += 1;
+                let id = connection_id;
                 tokio::spawn(
                     async move {
-                        serve_connection(broker, stream, stop).await;
+                        serve_connection(broker, stream, stop, id).await;
                         drop(permit);
                     }
                     .instrument(span),
@@ -179,6 +184,7 @@ async fn serve_connection<D: Disk, C: Clock, S>(
     broker: Arc<Broker<D, C>>,
     stream: S,
     mut stop: watch::Receiver<bool>,
+    connection_id: u64,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -194,7 +200,7 @@ async fn serve_connection<D: Disk, C: Clock, S>(
             }
         }
     });
-    let mut conn = ConnState::default();
+    let mut conn = ConnState::new(connection_id);
     let max = broker.cfg.socket_request_max_bytes;
     loop {
         let frame = tokio::select! {

@@ -49,6 +49,8 @@ pub struct Heartbeat {
     pub client_host: String,
     /// Metadata of every topic the group (with this request) subscribes to, by name.
     pub topics: BTreeMap<String, TopicInfo>,
+    /// The connection it came on (ids grow with every accepted connection of this broker).
+    pub connection: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,6 +80,10 @@ pub struct ConsumerMember {
     /// Partitions we asked it to give up; still owned until it says they are released.
     pub revoking: Partitions,
     revoking_since_ms: u64,
+    /// Newest connection this member's heartbeats came on. A heartbeat on an older one was
+    /// sent before that and arrives late (its client gave up on it): its `owned` list is stale
+    /// and must not release partitions (sim: single_groups 9533775993149).
+    last_connection: u64,
     last_heartbeat_ms: u64,
     last_sent: Option<Partitions>,
 }
@@ -192,6 +198,7 @@ impl ConsumerMember {
             assigned: Partitions::new(),
             revoking: Partitions::new(),
             revoking_since_ms: 0,
+            last_connection: 0,
             last_heartbeat_ms: 0,
             last_sent: None,
         }
@@ -605,6 +612,15 @@ impl Coordinator {
             hb.member_id.clone()
         };
         let g = self.consumer.get_mut(&hb.group).expect("group exists");
+        if g.members
+            .get(&member_id)
+            .is_some_and(|m| hb.connection < m.last_connection)
+        {
+            // Sent on a connection the member has since replaced: a late copy of a request its
+            // client gave up on. Refused (retriable) before anything in it is believed.
+            let e = hb_error(code::COORDINATOR_NOT_AVAILABLE, &member_id, hb.member_epoch);
+            return reply(effects, request, e);
+        }
         match hb.member_epoch {
             -1 | -2 => {
                 if g.members.remove(&member_id).is_some() {
@@ -659,6 +675,7 @@ impl Coordinator {
                         assigned: Partitions::new(),
                         revoking: Partitions::new(),
                         revoking_since_ms: now_ms,
+                        last_connection: hb.connection,
                         last_heartbeat_ms: now_ms,
                         last_sent: None,
                     },
@@ -711,6 +728,7 @@ impl Coordinator {
         }
         let m = g.members.get_mut(&member_id).expect("member exists");
         m.last_heartbeat_ms = now_ms;
+        m.last_connection = m.last_connection.max(hb.connection);
         if let Some(owned) = &hb.owned {
             // What the member no longer lists among its partitions is released.
             let owned: Partitions = owned

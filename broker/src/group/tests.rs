@@ -818,6 +818,7 @@ mod kip848 {
             client_id: "c".into(),
             client_host: "h".into(),
             topics: topics(),
+            connection: 1,
         }));
         match find(&effects, request) {
             Some(Reply::ConsumerHeartbeat(r)) => r,
@@ -869,6 +870,59 @@ mod kip848 {
         assert_eq!(parts(&b3.assignment), [1, 3, 5]);
         let g = h.core.consumer_group("cg").expect("cg");
         assert_eq!(g.state(), "Stable");
+    }
+
+    /// A heartbeat on connection `connection` (the other helpers use connection 1).
+    fn hb_on(
+        h: &mut Harness,
+        member: &str,
+        epoch: i32,
+        owned: &[i32],
+        connection: u64,
+    ) -> HeartbeatReply {
+        let request = h.request();
+        let effects = h.step(Event::ConsumerHeartbeat(Heartbeat {
+            request,
+            group: "cg".into(),
+            member_id: member.into(),
+            member_epoch: epoch,
+            instance_id: None,
+            rack_id: None,
+            rebalance_timeout_ms: 30_000,
+            subscribed: None,
+            assignor: None,
+            owned: Some(vec![(TOPIC_ID, owned.to_vec())]),
+            client_id: "c".into(),
+            client_host: "h".into(),
+            topics: topics(),
+            connection,
+        }));
+        match find(&effects, request) {
+            Some(Reply::ConsumerHeartbeat(r)) => r,
+            other => panic!("heartbeat answered {other:?}"),
+        }
+    }
+
+    /// single_groups 9533775993149: a heartbeat the client had given up on (it timed out, the
+    /// client moved to a new connection) arrived seconds later listing nothing owned, and
+    /// released a partition its member still held.
+    #[test]
+    fn a_late_heartbeat_on_a_replaced_connection_releases_nothing() {
+        let mut h = harness();
+        let a = hb(&mut h, "a", 0, None, true);
+        let b = hb(&mut h, "b", 0, None, true);
+        // a is told to give up half, on its new connection 2.
+        let a2 = hb_on(&mut h, "a", a.member_epoch, &[0, 1, 2, 3, 4, 5], 2);
+        assert_eq!(parts(&a2.assignment), [0, 2, 4]);
+        // The stale copy from connection 1 claims a owns nothing: refused, believed in nothing.
+        let stale = hb_on(&mut h, "a", a.member_epoch, &[], 1);
+        assert_eq!(stale.error, code::COORDINATOR_NOT_AVAILABLE);
+        let b2 = hb(&mut h, "b", b.member_epoch, Some(&[]), false);
+        assert!(parts(&b2.assignment).is_empty(), "a still holds 1, 3 and 5");
+        // The real release on the current connection hands them over.
+        hb_on(&mut h, "a", a.member_epoch, &[0, 2, 4], 2);
+        let b3 = hb(&mut h, "b", b.member_epoch, Some(&[]), false);
+        assert_eq!(parts(&b3.assignment), [1, 3, 5]);
     }
 
     #[test]
@@ -963,6 +1017,7 @@ mod kip848 {
             client_id: "c".into(),
             client_host: "h".into(),
             topics: topics(),
+            connection: 1,
         }));
         let waited = answered_after_persist(&effects, request);
         match find(&effects, request) {
@@ -989,6 +1044,7 @@ mod kip848 {
             client_id: "c".into(),
             client_host: "h".into(),
             topics: topics(),
+            connection: 1,
         }));
         assert!(answered_after_persist(&effects, request), "join waits");
         let Some(Reply::ConsumerHeartbeat(a)) = find(&effects, request) else {

@@ -758,6 +758,7 @@ pub async fn consumer_group_heartbeat<D: Disk, C: Clock>(
     broker: &Arc<Broker<D, C>>,
     req: &RequestFrame,
     body: ConsumerGroupHeartbeatRequest,
+    connection: u64,
 ) -> Reply {
     let group_id = body.group_id.0.to_string();
     let subscribed: Option<Vec<String>> = body.subscribed_topic_names.as_ref().map(|ts| {
@@ -806,6 +807,7 @@ pub async fn consumer_group_heartbeat<D: Disk, C: Clock>(
         client_id: req.client_id.clone().unwrap_or_default(),
         client_host: "/127.0.0.1".to_string(),
         topics,
+        connection,
     };
     submit(
         broker,

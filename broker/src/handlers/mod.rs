@@ -26,9 +26,18 @@ pub use samsa_net::error::code;
 #[derive(Default)]
 pub struct ConnState {
     warned: BTreeSet<&'static str>,
+    /// This connection's id: ids grow with every connection the broker accepts.
+    pub id: u64,
 }
 
 impl ConnState {
+    pub fn new(id: u64) -> ConnState {
+        ConnState {
+            warned: BTreeSet::new(),
+            id,
+        }
+    }
+
     fn warn_once(&mut self, kind: &'static str, detail: impl FnOnce() -> String) {
         if self.warned.insert(kind) {
             tracing::warn!(kind, "bad request: {}", detail());
@@ -193,10 +202,10 @@ pub async fn dispatch<D: Disk, C: Clock>(
         Ok(ApiKey::ListGroups) => handle!(ListGroupsRequest, group::list_groups),
         Ok(ApiKey::DeleteGroups) => handle!(DeleteGroupsRequest, group::delete_groups),
         Ok(ApiKey::ConsumerGroupHeartbeat) => {
-            handle!(
-                ConsumerGroupHeartbeatRequest,
-                group::consumer_group_heartbeat
-            )
+            match decode::<ConsumerGroupHeartbeatRequest>(&req, conn) {
+                Some(body) => group::consumer_group_heartbeat(broker, &req, body, conn.id).await,
+                None => Reply::Close,
+            }
         }
         Ok(ApiKey::ConsumerGroupDescribe) => {
             handle!(ConsumerGroupDescribeRequest, group::consumer_group_describe)
