@@ -796,15 +796,17 @@ mod kip848 {
         )])
     }
 
-    fn hb(
-        h: &mut Harness,
+    /// A ConsumerGroupHeartbeat of group "cg" (subscribing to "t" with the uniform assignor
+    /// when `subscribe`).
+    fn consumer_hb(
+        request: RequestId,
         member: &str,
         epoch: i32,
         owned: Option<&[i32]>,
         subscribe: bool,
-    ) -> HeartbeatReply {
-        let request = h.request();
-        let effects = h.step(Event::ConsumerHeartbeat(Heartbeat {
+        connection: u64,
+    ) -> Heartbeat {
+        Heartbeat {
             request,
             group: "cg".into(),
             member_id: member.into(),
@@ -813,13 +815,26 @@ mod kip848 {
             rack_id: None,
             rebalance_timeout_ms: 30_000,
             subscribed: subscribe.then(|| vec!["t".to_string()]),
-            assignor: Some("uniform".into()),
+            assignor: subscribe.then(|| "uniform".to_string()),
             owned: owned.map(|ps| vec![(TOPIC_ID, ps.to_vec())]),
             client_id: "c".into(),
             client_host: "h".into(),
             topics: topics(),
-            connection: 1,
-        }));
+            connection,
+        }
+    }
+
+    fn hb(
+        h: &mut Harness,
+        member: &str,
+        epoch: i32,
+        owned: Option<&[i32]>,
+        subscribe: bool,
+    ) -> HeartbeatReply {
+        let request = h.request();
+        let effects = h.step(Event::ConsumerHeartbeat(consumer_hb(
+            request, member, epoch, owned, subscribe, 1,
+        )));
         match find(&effects, request) {
             Some(Reply::ConsumerHeartbeat(r)) => r,
             other => panic!("heartbeat answered {other:?}"),
@@ -881,22 +896,14 @@ mod kip848 {
         connection: u64,
     ) -> HeartbeatReply {
         let request = h.request();
-        let effects = h.step(Event::ConsumerHeartbeat(Heartbeat {
+        let effects = h.step(Event::ConsumerHeartbeat(consumer_hb(
             request,
-            group: "cg".into(),
-            member_id: member.into(),
-            member_epoch: epoch,
-            instance_id: None,
-            rack_id: None,
-            rebalance_timeout_ms: 30_000,
-            subscribed: None,
-            assignor: None,
-            owned: Some(vec![(TOPIC_ID, owned.to_vec())]),
-            client_id: "c".into(),
-            client_host: "h".into(),
-            topics: topics(),
+            member,
+            epoch,
+            Some(owned),
+            false,
             connection,
-        }));
+        )));
         match find(&effects, request) {
             Some(Reply::ConsumerHeartbeat(r)) => r,
             other => panic!("heartbeat answered {other:?}"),
@@ -1003,22 +1010,9 @@ mod kip848 {
         owned: Option<&[i32]>,
     ) -> (HeartbeatReply, bool) {
         let request = h.request();
-        let effects = h.step(Event::ConsumerHeartbeat(Heartbeat {
-            request,
-            group: "cg".into(),
-            member_id: member.into(),
-            member_epoch: epoch,
-            instance_id: None,
-            rack_id: None,
-            rebalance_timeout_ms: 30_000,
-            subscribed: None,
-            assignor: None,
-            owned: owned.map(|ps| vec![(TOPIC_ID, ps.to_vec())]),
-            client_id: "c".into(),
-            client_host: "h".into(),
-            topics: topics(),
-            connection: 1,
-        }));
+        let effects = h.step(Event::ConsumerHeartbeat(consumer_hb(
+            request, member, epoch, owned, false, 1,
+        )));
         let waited = answered_after_persist(&effects, request);
         match find(&effects, request) {
             Some(Reply::ConsumerHeartbeat(r)) => (r, waited),
@@ -1030,22 +1024,9 @@ mod kip848 {
     fn replies_that_move_epochs_or_assignments_wait_for_the_records() {
         let mut h = harness();
         let request = h.request();
-        let effects = h.step(Event::ConsumerHeartbeat(Heartbeat {
-            request,
-            group: "cg".into(),
-            member_id: "a".into(),
-            member_epoch: 0,
-            instance_id: None,
-            rack_id: None,
-            rebalance_timeout_ms: 30_000,
-            subscribed: Some(vec!["t".into()]),
-            assignor: Some("uniform".into()),
-            owned: None,
-            client_id: "c".into(),
-            client_host: "h".into(),
-            topics: topics(),
-            connection: 1,
-        }));
+        let effects = h.step(Event::ConsumerHeartbeat(consumer_hb(
+            request, "a", 0, None, true, 1,
+        )));
         assert!(answered_after_persist(&effects, request), "join waits");
         let Some(Reply::ConsumerHeartbeat(a)) = find(&effects, request) else {
             panic!("no reply")
