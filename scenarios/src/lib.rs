@@ -374,8 +374,11 @@ pub fn mutant_targets(mutant: &str) -> &'static [&'static str] {
     }
 }
 
-/// Seeds each mutant may take before it counts as surviving.
-pub const MUTANT_SEED_BUDGET: u64 = 200;
+/// Seeds each mutant may take before it counts as surviving. Most are caught within 50; the
+/// rarest, `cleaner_swap_no_sync_dir`, needs a power loss between the swap's rename and the
+/// next `sync_dir` with the name reverted: about 1 seed in 200 of `single_compaction` (seed 230
+/// first at 3db02e3), so the budget leaves it room (a miss in 2,000 at that rate: e^-10).
+pub const MUTANT_SEED_BUDGET: u64 = 2_000;
 
 /// The seed's options for `scenario` (pure: same seed, same options).
 pub fn options_for(scenario: &Scenario, seed: u64) -> SimOptions {
