@@ -61,6 +61,17 @@ pub fn check(h: &History) -> Result<(), String> {
                 if later_sends_maybe_in_log(h, op.id, value) >= IDEMPOTENCE_WINDOW {
                     continue;
                 }
+                // A range the broker reported corrupt at or below the original (single_corruption)
+                // stops the producer-state replay after a restart: the broker cannot know the
+                // batches it cannot read, so a sequence rejection is all it can answer
+                // (single_corruption 268566736583945).
+                if h.final_log
+                    .corrupt
+                    .iter()
+                    .any(|(p, r)| p == partition && r.start <= *original)
+                {
+                    continue;
+                }
                 return Err(format!(
                     "op {}: duplicate of {value:?} ({back} back) rejected: {m}",
                     op.id
@@ -144,6 +155,12 @@ mod tests {
             Outcome::Info("Broker { code: 45 }".into()),
         );
         assert!(check(&h).expect_err("rejected").contains("rejected"));
+        // A corrupt range above the original does not excuse it; one at or below it does
+        // (the broker could not replay the original into its producer state).
+        h.final_log.corrupt.push((0, 1..2));
+        assert!(check(&h).is_err(), "corruption above the original");
+        h.final_log.corrupt.push((0, 0..1));
+        assert_eq!(check(&h), Ok(()));
         let mut h2 = History::default();
         send(&mut h2, 1, "p1-0", Outcome::Sent { offset: 0 });
         resend(&mut h2, "p1-0", 0, Outcome::Sent { offset: 2 });
