@@ -8,10 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use samsa_net::watch;
 use samsa_net::Clock;
 use samsa_storage::log::cleaner::{CleanOptions, CleanStats};
 use samsa_storage::Disk;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::broker::Broker;

@@ -26,10 +26,10 @@ use samsa_cluster::planted::Planted;
 use samsa_cluster::records::{decode_batch, encode_batch, MetadataRecord, TopicId};
 use samsa_net::error::{code, ErrorCode};
 use samsa_net::frame::{read_frame, write_frame};
+use samsa_net::watch;
 use samsa_net::{Clock, Hooks, Net};
 use samsa_raft::{Entry, NodeId, Role, Voter};
 use samsa_storage::Disk;
-use tokio::sync::watch;
 
 use crate::config::ClusterConfig;
 use crate::quorum::{ProposeFailure, QuorumConfig, QuorumHandle, QuorumNode, StateMachine};

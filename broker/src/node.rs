@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use samsa_net::watch;
 use samsa_net::{Clock, Hooks, Net};
 use samsa_storage::Disk;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 use tracing::Instrument;
 
 use crate::broker::Broker;

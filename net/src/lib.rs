@@ -13,6 +13,7 @@ pub mod hooks;
 pub mod io;
 pub mod records;
 pub mod versions;
+pub mod watch;
 
 pub use clock::{Clock, SystemClock};
 pub use hooks::{HookSink, Hooks};

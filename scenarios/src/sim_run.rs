@@ -40,7 +40,31 @@ pub const CLIENT_NODES_MAX: u32 = 16;
 static CANARY_RUNS: AtomicU64 = AtomicU64::new(0);
 
 /// Runs `seed` of `scenario`. `keep_trace` keeps the trace lines (for `--trace` and reports).
+///
+/// Every run gets a fresh OS thread, so nothing thread-local outlives a run. In particular madsim
+/// can only make std's `RandomState` (the iteration order of every std `HashMap` in madsim and in
+/// our dependencies) a function of the seed the first time a thread builds one; std keeps the
+/// keys per thread and counts them up after that, so a second run on the same thread would see
+/// other hash orders than a fresh process does.
 pub fn run_seed(
+    scenario: &Scenario,
+    seed: u64,
+    mutant: Option<&str>,
+    keep_trace: bool,
+) -> RunOutcome {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name(format!("sim-{seed}"))
+            .spawn_scoped(s, || {
+                run_seed_on_this_thread(scenario, seed, mutant, keep_trace)
+            })
+            .expect("spawn a simulation thread")
+            .join()
+            .unwrap_or_else(|payload| std::panic::resume_unwind(payload))
+    })
+}
+
+fn run_seed_on_this_thread(
     scenario: &Scenario,
     seed: u64,
     mutant: Option<&str>,

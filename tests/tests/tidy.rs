@@ -26,6 +26,8 @@ const SELECT_DIRS: &[&str] = &[
     "broker/src/",
     "storage/src/",
     "net/src/",
+    "raft/src/",
+    "cluster/src/",
     "sim/src/",
     "scenarios/src/",
 ];
@@ -91,7 +93,27 @@ const BANNED_IN_CORES: &[(&str, &str, Option<&str>)] = &[
         "hash iteration order: use BTreeSet",
         None,
     ),
+    (
+        concat!("tokio::sync::", "watch"),
+        "waiters woken in a per-process random order: use samsa_net::watch",
+        None,
+    ),
 ];
+
+const TOKIO_SYNC: &str = concat!("tokio::", "sync::");
+
+/// `use tokio::sync::{.., watch, ..}`: the braced form of the banned `tokio::sync::watch`.
+fn imports_tokio_watch(code: &str) -> bool {
+    let Some(at) = code.find(TOKIO_SYNC) else {
+        return false;
+    };
+    let rest = &code[at + TOKIO_SYNC.len()..];
+    let Some(list) = rest.strip_prefix('{') else {
+        return false;
+    };
+    let list = list.split('}').next().unwrap_or("");
+    list.split(',').any(|item| item.trim() == "watch")
+}
 
 const SELECT_MACRO: &str = concat!("sel", "ect!");
 const BIASED: &str = concat!("bia", "sed;");
@@ -162,6 +184,12 @@ fn check_file(path: &str, text: &str) -> Vec<Violation> {
                 if scrubbed.contains(pattern) && *allowed_in != Some(path) {
                     push(number, format!("`{pattern}`: {why}"));
                 }
+            }
+            if imports_tokio_watch(code) {
+                push(
+                    number,
+                    format!("`{TOKIO_SYNC}{{.., watch}}`: use samsa_net::watch (deterministic)"),
+                );
             }
         }
     }
@@ -380,6 +408,24 @@ fn unseeded_randomness_fires_in_cores() {
         "net/src/x.rs",
         concat!("fn f() -> u8 { rand::", "random() }\n"),
         "unseeded",
+    );
+}
+
+#[test]
+fn tokio_watch_fires_in_cores_in_both_import_forms() {
+    fires(
+        "broker/src/x.rs",
+        concat!("use tokio::sync::", "watch;\n"),
+        "samsa_net::watch",
+    );
+    fires(
+        "broker/src/x.rs",
+        concat!("use tokio::sync::{mpsc, ", "watch, Notify};\n"),
+        "samsa_net::watch",
+    );
+    quiet(
+        "broker/src/x.rs",
+        "//! x\nuse samsa_net::watch;\nuse tokio::sync::{mpsc, Notify};\n",
     );
 }
 

@@ -12,9 +12,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use samsa_net::error::code;
 use samsa_net::records::{build_batch, decode_records, next_offset_after, BatchOptions, Record};
+use samsa_net::watch;
 use samsa_net::Clock;
 use samsa_storage::Disk;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::{schema, Coordinator, Effect, Event, GroupConfig, Reply, RequestId, SyncReply};

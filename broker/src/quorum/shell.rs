@@ -18,13 +18,14 @@ use rand_chacha::ChaCha8Rng;
 use samsa_net::frame::{read_frame, write_frame};
 use samsa_net::hooks::Hooks;
 use samsa_net::io::Net;
+use samsa_net::watch;
 use samsa_raft::{
     Body, Config, DirectoryId, Effect, Entry, Event, HardState, Message, NodeId, Planted,
     ProposeError, QuorumInfo, RaftCore, Restored, Role, SnapshotMeta, Voter, MESSAGE_BYTES_MAX,
 };
 use samsa_storage::disk::Disk;
 use tokio::io::AsyncReadExt;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::store::{QuorumStore, StoreError};

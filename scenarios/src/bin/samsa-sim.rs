@@ -482,7 +482,8 @@ fn sweep(budget: Budget, jobs: Option<usize>, base: u64, label: &str) -> ExitCod
             scenario: s.clone(),
             seeds: vec![*seed],
             mutant: None,
-            double_all: false,
+            // Some regressions are determinism failures: every one runs twice.
+            double_all: true,
             double_every: 0,
         })
         .collect();
