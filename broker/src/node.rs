@@ -159,7 +159,7 @@ async fn run_node_inner<D: Disk, C: Clock, N: Net>(
     tracing::info!("shutting down: no new connections");
     drop(listener);
     // Wakes connection readers and long polls (they answer with what they have).
-    let _ = broker.stopping.send(true);
+    broker.stopping.send(true);
     // Wait (bounded) for every connection to finish its in-flight requests.
     let all = u32::try_from(cfg.max_connections).unwrap_or(u32::MAX);
     let drained = tokio::time::timeout(

@@ -195,7 +195,7 @@ impl QuorumHandle {
     }
 
     pub fn shutdown(&self) {
-        let _ = self.shutdown.send(true);
+        self.shutdown.send(true);
     }
 }
 
