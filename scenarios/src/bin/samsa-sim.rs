@@ -288,7 +288,6 @@ fn batch(
     }
     // Panics are caught and reported per seed; keep stderr quiet.
     std::panic::set_hook(Box::new(|_| {}));
-    let mut out = std::io::stdout().lock();
     for token in seeds.split(',').filter(|t| !t.is_empty()) {
         let Ok(seed) = token.parse::<u64>() else {
             continue;
@@ -314,6 +313,9 @@ fn batch(
                 o.coverage.add("determinism.double_run", 1);
             }
         }
+        // Locked per line, never across a run: runs happen on their own threads and the broker
+        // under test prints to stdout too.
+        let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{}", o.encode());
         let _ = out.flush();
     }
