@@ -25,6 +25,10 @@ pub enum Event {
     SyncFailed,
     /// A timer tick (policy `interval`): sync if anything is dirty.
     Tick,
+    /// The log was cut back to `end_offset` (follower truncation): nothing at or past it is
+    /// appended or durable any more, and a waiter for bytes past it is refused (the bytes it
+    /// waited for are gone; what is written there next is other data).
+    Truncated { end_offset: i64 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,6 +103,7 @@ impl GroupCommit {
             Event::SyncDone { end_offset } => self.on_sync_done(end_offset, effects),
             Event::SyncFailed => self.on_sync_failed(effects),
             Event::Tick => self.maybe_sync(effects),
+            Event::Truncated { end_offset } => self.on_truncated(end_offset, effects),
         }
         self.assert_invariants();
     }
@@ -159,6 +164,27 @@ impl GroupCommit {
         }
     }
 
+    fn on_truncated(&mut self, end_offset: i64, effects: &mut Vec<Effect>) {
+        let end_offset = end_offset.max(0);
+        self.durable_end = self.durable_end.min(end_offset);
+        self.appended_end = self.appended_end.min(end_offset);
+        // A sync in flight still completes; the log reports what it really made durable (its
+        // plan is void after a truncation), so only the target is capped here.
+        self.sync_in_flight = self.sync_in_flight.map(|up_to| up_to.min(end_offset));
+        let mut still = VecDeque::with_capacity(self.waiting.len());
+        for (waiter, end) in self.waiting.drain(..) {
+            if end > end_offset {
+                effects.push(Effect::Reply {
+                    waiter,
+                    outcome: Outcome::Refused,
+                });
+            } else {
+                still.push_back((waiter, end));
+            }
+        }
+        self.waiting = still;
+    }
+
     fn on_sync_failed(&mut self, effects: &mut Vec<Effect>) {
         self.sync_in_flight = None;
         self.failed = true;
@@ -186,8 +212,9 @@ impl GroupCommit {
             "durable beyond appended"
         );
         if let Some(up_to) = self.sync_in_flight {
+            // Equal to `durable_end` only after a truncation capped it.
             assert!(
-                up_to > self.durable_end && up_to <= self.appended_end,
+                up_to >= self.durable_end && up_to <= self.appended_end,
                 "bad sync target"
             );
         }
@@ -403,6 +430,57 @@ mod tests {
             ),
             [Effect::Reply {
                 waiter: 1,
+                outcome: Outcome::Durable
+            }]
+        );
+    }
+
+    /// A follower that truncates below what it had synced must sync the bytes written in the
+    /// truncated range again before anyone counts them durable (the bug this event fixes: the
+    /// core kept its old durable end and answered such a wait at once).
+    #[test]
+    fn truncation_lowers_durable_and_refuses_waiters_past_the_cut() {
+        let mut gc = GroupCommit::new(true, 0);
+        assert_eq!(
+            step(&mut gc, Event::Appended { end_offset: 10 }),
+            [Effect::Sync { up_to: 10 }]
+        );
+        assert_eq!(step(&mut gc, Event::SyncDone { end_offset: 10 }), []);
+        assert_eq!(gc.durable_end(), 10);
+        // More appended and waited on, then the log is cut back to 6.
+        assert_eq!(
+            step(&mut gc, Event::Appended { end_offset: 12 }),
+            [Effect::Sync { up_to: 12 }]
+        );
+        let wait = Event::Wait {
+            waiter: 7,
+            end_offset: 12,
+        };
+        assert_eq!(step(&mut gc, wait), []);
+        assert_eq!(
+            step(&mut gc, Event::Truncated { end_offset: 6 }),
+            [Effect::Reply {
+                waiter: 7,
+                outcome: Outcome::Refused
+            }]
+        );
+        assert_eq!((gc.durable_end(), gc.appended_end()), (6, 6));
+        // The sync in flight completes: the log says what it made durable (its plan was void).
+        assert_eq!(step(&mut gc, Event::SyncDone { end_offset: 6 }), []);
+        // Re-replicated bytes at 6..9: a wait for them needs a new sync.
+        assert_eq!(
+            step(&mut gc, Event::Appended { end_offset: 9 }),
+            [Effect::Sync { up_to: 9 }]
+        );
+        let wait = Event::Wait {
+            waiter: 8,
+            end_offset: 9,
+        };
+        assert_eq!(step(&mut gc, wait), []);
+        assert_eq!(
+            step(&mut gc, Event::SyncDone { end_offset: 9 }),
+            [Effect::Reply {
+                waiter: 8,
                 outcome: Outcome::Durable
             }]
         );
