@@ -20,6 +20,7 @@ use crate::config::NodeConfig;
 use crate::metadata::{MetaError, MetadataStore, TopicMeta};
 use crate::node::NodeError;
 use crate::partition::Partition;
+use crate::replication::{FollowTarget, LeaderSlot};
 use crate::topic_config::{TopicConfig, TopicDefaults};
 
 pub type PartitionKey = (String, i32);
@@ -49,6 +50,9 @@ pub struct Broker<D: Disk, C: Clock> {
     replicas: Mutex<BTreeMap<PartitionKey, Uuid>>,
     /// Serialises image reconciliations (two must never open one partition twice).
     reconciling: tokio::sync::Mutex<()>,
+    /// Cluster mode: the follower fetch task of each partition this node follows, with whom
+    /// it follows and the signal that stops it.
+    followers: Mutex<BTreeMap<PartitionKey, (FollowTarget, watch::Sender<bool>)>>,
 }
 
 impl<D: Disk, C: Clock> Broker<D, C> {
@@ -88,6 +92,7 @@ impl<D: Disk, C: Clock> Broker<D, C> {
             cluster: std::sync::OnceLock::new(),
             replicas: Mutex::new(BTreeMap::new()),
             reconciling: tokio::sync::Mutex::new(()),
+            followers: Mutex::new(BTreeMap::new()),
             cfg,
         });
         for topic in &topics {
@@ -281,7 +286,7 @@ impl<D: Disk, C: Clock> Broker<D, C> {
     /// node is opened (recovering its log; directory from name, index and topic id), and the
     /// partitions of topics the image no longer holds (or holds under another id) are closed
     /// and their files removed. A partition that fails to open is retried on the next call.
-    pub async fn reconcile_cluster(&self) {
+    pub async fn reconcile_cluster(self: &Arc<Self>) {
         let Some(cluster) = self.cluster.get() else {
             return;
         };
@@ -308,13 +313,18 @@ impl<D: Disk, C: Clock> Broker<D, C> {
             .map(|(key, _)| key.clone())
             .collect();
         for key in stale {
+            self.stop_follower(&key);
             self.lock_replicas().remove(&key);
             let removed = self.lock_partitions().remove(&key);
             if let Some(p) = removed {
+                p.resign_leader();
                 p.delete().await;
                 tracing::info!(topic = %key.0, partition = key.1, "replica removed");
             }
         }
+        // Replicas opened now are served only once their role below is set up (a leader's
+        // core installed), so no request sees one without it.
+        let mut fresh: BTreeMap<PartitionKey, (Uuid, Arc<Partition<D>>)> = BTreeMap::new();
         for (key, (id, meta)) in wanted {
             if self.lock_replicas().contains_key(&key) {
                 continue;
@@ -331,29 +341,133 @@ impl<D: Disk, C: Clock> Broker<D, C> {
             .await;
             match opened {
                 Ok(p) => {
-                    self.lock_partitions().insert(key.clone(), Arc::new(p));
-                    self.lock_replicas().insert(key.clone(), id);
+                    // Nothing is committed until a leader says so.
+                    p.set_replication_hw(0);
+                    fresh.insert(key.clone(), (id, Arc::new(p)));
                     tracing::info!(topic = %key.0, partition = key.1, "replica opened");
                 }
                 Err(e) => tracing::error!(topic = %key.0, partition = key.1, "open failed: {e}"),
             }
         }
         // Partitions this node leads write their batches with the controller's leader epoch,
-        // recorded in the log's epoch cache before the first batch of it.
+        // recorded in the log's epoch cache before the first batch of it, and get a leader
+        // core; the others get a follower fetch task for their current leader and epoch.
+        let now_ms = self.clock.now_ms();
         for t in image.topics.values() {
             for (index, p) in &t.partitions {
-                if p.leader != self.node_id {
+                if !p.replicas.contains(&self.node_id) {
                     continue;
                 }
                 let key = (t.name.clone(), *index);
-                let Some(partition) = self.lock_partitions().get(&key).cloned() else {
+                let known = fresh.get(&key).map(|(_, p)| p.clone());
+                let Some(partition) = known.or_else(|| self.lock_partitions().get(&key).cloned())
+                else {
                     continue;
                 };
+                if p.leader != self.node_id {
+                    partition.resign_leader();
+                    if p.leader < 0 {
+                        self.stop_follower(&key);
+                    } else {
+                        let target = FollowTarget {
+                            leader: p.leader,
+                            leader_epoch: p.leader_epoch,
+                        };
+                        self.ensure_follower(&key, &partition, target);
+                    }
+                    continue;
+                }
+                self.stop_follower(&key);
                 if let Err(c) = partition.become_leader(p.leader_epoch).await {
                     tracing::error!(topic = %key.0, partition = key.1, code = c,
                         "cannot record the leader epoch");
+                    continue;
                 }
+                let alter = match partition.leader_slot_epoch() {
+                    Some(e) if e == p.leader_epoch => {
+                        partition.leader_step(samsa_cluster::replica::LeaderEvent::IsrCommitted {
+                            isr: p.isr.clone(),
+                            leader_epoch: p.leader_epoch,
+                            partition_epoch: p.partition_epoch,
+                        })
+                    }
+                    _ => {
+                        let leo = partition.log_end_offset().await;
+                        let hw = partition.replication_hw().clamp(0, leo.max(0));
+                        let start = samsa_cluster::replica::LeaderStart {
+                            replicas: p.replicas.clone(),
+                            isr: p.isr.clone(),
+                            leader_epoch: p.leader_epoch,
+                            partition_epoch: p.partition_epoch,
+                            log_end_offset: leo,
+                            high_watermark: hw,
+                        };
+                        let core = crate::replication::new_leader_core(
+                            self.node_id,
+                            t.min_insync_replicas(),
+                            start,
+                            now_ms,
+                        );
+                        tracing::info!(topic = %key.0, partition = key.1,
+                            epoch = p.leader_epoch, isr = ?p.isr, leo, hw, "leading");
+                        partition.install_leader(LeaderSlot::new(t.topic_id, core, leo))
+                    }
+                };
+                crate::replication::send_alter_partitions(self, &partition, alter);
             }
+        }
+        for (key, (id, p)) in fresh {
+            self.lock_partitions().insert(key.clone(), p);
+            self.lock_replicas().insert(key, id);
+        }
+    }
+
+    /// Starts the follower fetch task of `key` unless one already follows `target`.
+    fn ensure_follower(
+        self: &Arc<Self>,
+        key: &PartitionKey,
+        partition: &Arc<Partition<D>>,
+        target: FollowTarget,
+    ) {
+        let mut followers = self.lock_followers();
+        if followers.get(key).is_some_and(|(t, _)| *t == target) {
+            return;
+        }
+        if let Some((_, stop)) = followers.remove(key) {
+            stop.send(true);
+        }
+        let (tx, rx) = watch::channel(false);
+        followers.insert(key.clone(), (target, tx));
+        drop(followers);
+        tracing::info!(topic = %key.0, partition = key.1, leader = target.leader,
+            epoch = target.leader_epoch, "following");
+        tokio::spawn(crate::replication::run_follower(
+            self.clone(),
+            partition.clone(),
+            target,
+            rx,
+        ));
+    }
+
+    fn stop_follower(&self, key: &PartitionKey) {
+        if let Some((_, stop)) = self.lock_followers().remove(key) {
+            stop.send(true);
+        }
+    }
+
+    fn lock_followers(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<PartitionKey, (FollowTarget, watch::Sender<bool>)>>
+    {
+        self.followers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Cluster mode: ticks every leader core (ISR shrink of lagging followers).
+    pub fn tick_leaders(self: &Arc<Self>) {
+        let now_ms = self.clock.now_ms();
+        for p in self.all_partitions() {
+            let alter = p.leader_step(samsa_cluster::replica::LeaderEvent::Tick { now_ms });
+            crate::replication::send_alter_partitions(self, &p, alter);
         }
     }
 
@@ -370,19 +484,40 @@ impl<D: Disk, C: Clock> Broker<D, C> {
             let Some(mut applied) = broker.cluster.get().map(|c| c.applied()) else {
                 return;
             };
+            let tick_every =
+                Duration::from_millis(crate::replication::REPLICA_LAG_TIME_MAX_MS as u64 / 2);
+            let mut next_tick = tokio::time::Instant::now() + tick_every;
             loop {
                 broker.reconcile_cluster().await;
-                tokio::select! {
-                    biased;
-                    _ = stop.wait_for(|s| *s) => break,
-                    changed = applied.changed() => {
-                        if changed.is_err() {
+                loop {
+                    tokio::select! {
+                        biased;
+                        _ = stop.wait_for(|s| *s) => {
+                            broker.stop_all_followers();
+                            return;
+                        }
+                        changed = applied.changed() => {
+                            if changed.is_err() {
+                                broker.stop_all_followers();
+                                return;
+                            }
                             break;
+                        }
+                        () = tokio::time::sleep_until(next_tick) => {
+                            next_tick = tokio::time::Instant::now() + tick_every;
+                            broker.tick_leaders();
                         }
                     }
                 }
             }
         })
+    }
+
+    fn stop_all_followers(&self) {
+        let all = std::mem::take(&mut *self.lock_followers());
+        for (_, (_, stop)) in all {
+            stop.send(true);
+        }
     }
 
     /// Whether this node may serve Produce/Fetch/ListOffsets for a partition: always on a

@@ -16,11 +16,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{
-    broker_registration_request, ApiKey, BrokerHeartbeatRequest, BrokerHeartbeatResponse,
+    alter_partition_request, broker_registration_request, AlterPartitionRequest,
+    AlterPartitionResponse, ApiKey, BrokerHeartbeatRequest, BrokerHeartbeatResponse,
     BrokerRegistrationRequest, BrokerRegistrationResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use samsa_cluster::controller::{BrokerRegistration, Controller, ControllerConfig, CreateTopic};
+use samsa_cluster::controller::{
+    AlterPartition, BrokerRegistration, Controller, ControllerConfig, CreateTopic,
+};
 use samsa_cluster::metadata::{BrokerImage, MetadataImage, TopicImage};
 use samsa_cluster::planted::Planted;
 use samsa_cluster::records::{decode_batch, encode_batch, MetadataRecord, TopicId};
@@ -51,6 +54,8 @@ pub const DEFAULT_REPLICATION_FACTOR_MAX: usize = 3;
 /// BrokerRegistration / BrokerHeartbeat versions this node sends.
 const REGISTRATION_VERSION: i16 = 0;
 const HEARTBEAT_VERSION: i16 = 0;
+/// AlterPartition version this node sends (v3: topic ids, ISR members with broker epochs).
+const ALTER_PARTITION_VERSION: i16 = 3;
 
 /// Applies committed metadata batches to the shared image. A batch that does not decode or a
 /// record the image refuses is logged and skipped (every node skips it alike: the image stays
@@ -131,6 +136,10 @@ pub struct ClusterNode {
     heartbeat_interval_ms: u64,
     /// Counts applied batches (see `ImageMachine::applied`).
     applied: watch::Receiver<u64>,
+    /// Connections to peers' client listeners (follower fetches, controller calls).
+    connector: Arc<dyn crate::replication::Connect>,
+    /// Correlation ids of AlterPartition calls.
+    alter_correlation: std::sync::atomic::AtomicI32,
 }
 
 impl ClusterNode {
@@ -175,6 +184,8 @@ impl ClusterNode {
             image: image.clone(),
             applied: applied_tx,
         };
+        let connector: Arc<dyn crate::replication::Connect> =
+            Arc::new(crate::replication::NetConnect(net.clone()));
         let quorum = QuorumNode::spawn(quorum_cfg, disk, net, node.seed, machine, None)
             .await
             .map_err(|e| e.to_string())?;
@@ -206,7 +217,101 @@ impl ClusterNode {
             }),
             heartbeat_interval_ms: node.broker_heartbeat_interval_ms,
             applied,
+            connector,
+            alter_correlation: std::sync::atomic::AtomicI32::new(0),
         }))
+    }
+
+    /// Opens connections to peers through the node's `Net`.
+    pub fn connector(&self) -> &dyn crate::replication::Connect {
+        &*self.connector
+    }
+
+    /// The incarnation broker `id` is registered with.
+    pub fn incarnation_of(&self, id: i32) -> Option<u128> {
+        lock(&self.image).brokers.get(&id).map(|b| b.incarnation)
+    }
+
+    /// The client listener of broker `id` as the image registers it.
+    pub fn broker_addr(&self, id: i32) -> Option<SocketAddr> {
+        lock(&self.image).brokers.get(&id).and_then(|b| {
+            let host = if b.host == "localhost" {
+                "127.0.0.1"
+            } else {
+                &b.host
+            };
+            host.parse().ok().map(|ip| SocketAddr::new(ip, b.port))
+        })
+    }
+
+    /// The controller side of AlterPartition (this node must be the active controller).
+    pub async fn alter_partition(&self, now_ms: i64, r: &AlterPartition) -> Result<(), ErrorCode> {
+        self.decide(now_ms, |c, image| c.alter_partition(image, r))
+            .await
+    }
+
+    /// A partition leader's AlterPartition: in-process when this node is the active
+    /// controller, else over Kafka's AlterPartition (56) to the controller's client listener.
+    pub async fn send_alter_partition(
+        &self,
+        now_ms: i64,
+        r: &AlterPartition,
+    ) -> Result<(), ErrorCode> {
+        let leader = self.controller_id().ok_or(code::NOT_CONTROLLER)?;
+        if leader == self.node_id {
+            return self.alter_partition(now_ms, r).await;
+        }
+        let addr = self.broker_addr(leader).ok_or(code::NOT_CONTROLLER)?;
+        let correlation = self
+            .alter_correlation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let isr = r
+            .new_isr
+            .iter()
+            .map(|b| {
+                let epoch = r
+                    .added
+                    .iter()
+                    .find(|(id, _)| id == b)
+                    .map_or(-1, |(_, inc)| *inc as u64 as i64);
+                alter_partition_request::BrokerState::default()
+                    .with_broker_id((*b).into())
+                    .with_broker_epoch(epoch)
+            })
+            .collect();
+        let req = AlterPartitionRequest::default()
+            .with_broker_id(r.broker_id.into())
+            .with_broker_epoch(self.incarnation as u64 as i64)
+            .with_topics(vec![alter_partition_request::TopicData::default()
+                .with_topic_id(uuid::Uuid::from_u128(r.topic_id))
+                .with_partitions(vec![
+                    alter_partition_request::PartitionData::default()
+                        .with_partition_index(r.partition)
+                        .with_leader_epoch(r.leader_epoch)
+                        .with_new_isr_with_epochs(isr)
+                        .with_partition_epoch(r.partition_epoch),
+                ])]);
+        let resp: AlterPartitionResponse = call_boxed(
+            self.connector(),
+            addr,
+            ApiKey::AlterPartition,
+            ALTER_PARTITION_VERSION,
+            correlation,
+            &req,
+        )
+        .await?;
+        if resp.error_code != code::NONE {
+            return Err(resp.error_code);
+        }
+        let error = resp
+            .topics
+            .first()
+            .and_then(|t| t.partitions.first())
+            .map_or(code::UNKNOWN_SERVER_ERROR, |p| p.error_code);
+        match error {
+            0 => Ok(()),
+            e => Err(e),
+        }
     }
 
     /// A copy of the current metadata image.
@@ -416,14 +521,7 @@ impl ClusterNode {
                     self.register(now, registration).await
                 }
             } else {
-                let addr = lock(&self.image).brokers.get(&leader).and_then(|b| {
-                    let host = if b.host == "localhost" {
-                        "127.0.0.1"
-                    } else {
-                        &b.host
-                    };
-                    host.parse().ok().map(|ip| SocketAddr::new(ip, b.port))
-                });
+                let addr = self.broker_addr(leader);
                 let Some(addr) = addr else {
                     // The controller has not registered itself yet: nothing to talk to.
                     continue;
@@ -504,6 +602,97 @@ async fn call<N: Net, Req: Encodable, Resp: Decodable>(
     tokio::time::timeout(Duration::from_millis(RPC_TIMEOUT_MS), exchange)
         .await
         .unwrap_or(Err(code::REQUEST_TIMED_OUT))
+}
+
+/// `call` over the type-erased connector.
+async fn call_boxed<Req: Encodable, Resp: Decodable>(
+    connector: &dyn crate::replication::Connect,
+    addr: SocketAddr,
+    key: ApiKey,
+    version: i16,
+    correlation: i32,
+    request: &Req,
+) -> Result<Resp, ErrorCode> {
+    let exchange = async {
+        let frame = samsa_net::codec::encode_request(
+            key as i16,
+            version,
+            correlation,
+            Some("samsa"),
+            request,
+        )
+        .map_err(|_| code::INVALID_REQUEST)?;
+        let stream = connector
+            .connect(addr)
+            .await
+            .map_err(|_| code::NETWORK_EXCEPTION)?;
+        let (mut r, mut w) = tokio::io::split(stream);
+        write_frame(&mut w, &frame)
+            .await
+            .map_err(|_| code::NETWORK_EXCEPTION)?;
+        let body = read_frame(&mut r, RPC_RESPONSE_BYTES_MAX)
+            .await
+            .map_err(|_| code::NETWORK_EXCEPTION)?
+            .ok_or(code::NETWORK_EXCEPTION)?;
+        let (corr, resp) =
+            samsa_net::codec::decode_response::<Resp>(key as i16, version, body.freeze())
+                .map_err(|_| code::CORRUPT_MESSAGE)?;
+        if corr != correlation {
+            return Err(code::CORRUPT_MESSAGE);
+        }
+        Ok(resp)
+    };
+    tokio::time::timeout(Duration::from_millis(RPC_TIMEOUT_MS), exchange)
+        .await
+        .unwrap_or(Err(code::REQUEST_TIMED_OUT))
+}
+
+/// What the AlterPartition handler passes to `ClusterNode::alter_partition`: the ISR members'
+/// broker epochs (low 64 bits of their incarnation) mapped back to the incarnations the image
+/// holds (an epoch that matches none maps to 0, which the controller refuses to add).
+pub fn alter_partitions_from_request(
+    req: &AlterPartitionRequest,
+    image: &MetadataImage,
+) -> Vec<(uuid::Uuid, i32, AlterPartition)> {
+    let mut out = Vec::new();
+    for t in req
+        .topics
+        .iter()
+        .take(crate::handlers::ALTER_PARTITIONS_MAX)
+    {
+        for p in t
+            .partitions
+            .iter()
+            .take(crate::handlers::ALTER_PARTITIONS_MAX)
+        {
+            let mut new_isr = Vec::new();
+            let mut added = Vec::new();
+            for s in &p.new_isr_with_epochs {
+                let id = s.broker_id.0;
+                new_isr.push(id);
+                let incarnation = image
+                    .brokers
+                    .get(&id)
+                    .filter(|b| b.incarnation as u64 as i64 == s.broker_epoch)
+                    .map_or(0, |b| b.incarnation);
+                added.push((id, incarnation));
+            }
+            out.push((
+                t.topic_id,
+                p.partition_index,
+                AlterPartition {
+                    broker_id: req.broker_id.0,
+                    topic_id: t.topic_id.as_u128(),
+                    partition: p.partition_index,
+                    leader_epoch: p.leader_epoch,
+                    partition_epoch: p.partition_epoch,
+                    new_isr,
+                    added,
+                },
+            ));
+        }
+    }
+    out
 }
 
 async fn registration_rpc<N: Net>(

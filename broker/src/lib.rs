@@ -13,6 +13,7 @@ pub mod metadata;
 pub mod node;
 pub mod partition;
 pub mod quorum;
+pub mod replication;
 pub mod topic_config;
 pub mod wire;
 

@@ -5,18 +5,21 @@
 //! Never acknowledges a produce after a failed sync, and never serves bytes that failed a CRC.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
+use samsa_cluster::replica::LeaderEvent;
 use samsa_net::error::code;
 use samsa_net::Hooks;
 use samsa_storage::log::cleaner::{CleanOptions, CleanStats, DirtyInfo};
+use samsa_storage::log::epoch_cache::LeaderEpochCache;
 use samsa_storage::{execute_flush, Disk, LogConfig, LogError, PartitionLog, TimestampType};
 use tokio::sync::{oneshot, Notify};
 use uuid::Uuid;
 
 use crate::group_commit::{Effect, Event, GroupCommit, Outcome, WaiterId};
+use crate::replication::{self, LeaderSlot};
 use crate::topic_config::{FlushPolicy, TopicConfig};
 
 /// The leader epoch a partition starts with: a single node has only ever had epoch 0; in cluster
@@ -105,6 +108,18 @@ pub struct Partition<D: Disk> {
     data_arrived: Arc<Notify>,
     /// The leader epoch written into produced batches (never goes down).
     leader_epoch: AtomicI32,
+    /// Cluster mode: the replicated high watermark (the leader core's, or the leader's as a
+    /// follower last heard it, capped by the local log end). `NOT_REPLICATED` on a single node.
+    replication_hw: AtomicI64,
+    /// Cluster mode: the partition-leader core while this node leads the partition.
+    leader: Mutex<Option<LeaderSlot>>,
+}
+
+/// `replication_hw` of a partition outside cluster mode: only the local flush policy counts.
+pub const NOT_REPLICATED: i64 = i64::MAX;
+
+fn slot_log_end(slot: &LeaderSlot) -> i64 {
+    slot.fed_log_end()
 }
 
 impl<D: Disk> Partition<D> {
@@ -157,6 +172,8 @@ impl<D: Disk> Partition<D> {
             }),
             data_arrived,
             leader_epoch: AtomicI32::new(epoch),
+            replication_hw: AtomicI64::new(NOT_REPLICATED),
+            leader: Mutex::new(None),
         })
     }
 
@@ -207,10 +224,176 @@ impl<D: Disk> Partition<D> {
     pub fn high_watermark(&self) -> i64 {
         let fsync = self.config().flush_policy == FlushPolicy::Fsync;
         let c = self.lock_commit();
-        if fsync {
+        let local = if fsync {
             c.core.durable_end()
         } else {
             c.core.appended_end()
+        };
+        local.min(self.replication_hw.load(Ordering::SeqCst))
+    }
+
+    /// Cluster mode: the replicated high watermark (see `replication_hw`). Wakes long polls
+    /// when it moves.
+    pub fn set_replication_hw(&self, hw: i64) {
+        let before = self.replication_hw.swap(hw, Ordering::SeqCst);
+        if before != hw {
+            self.data_arrived.notify_waiters();
+        }
+    }
+
+    /// The replicated high watermark (`NOT_REPLICATED` outside cluster mode).
+    pub fn replication_hw(&self) -> i64 {
+        self.replication_hw.load(Ordering::SeqCst)
+    }
+
+    fn lock_leader(&self) -> std::sync::MutexGuard<'_, Option<LeaderSlot>> {
+        self.leader.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Cluster mode: installs the leader core (resigning a previous one, whose waiters fail
+    /// with NOT_LEADER_OR_FOLLOWER) and applies the high watermark it starts with.
+    pub fn install_leader(&self, slot: LeaderSlot) -> Vec<samsa_cluster::replica::LeaderEffect> {
+        let mut slot = slot;
+        let fed = slot_log_end(&slot);
+        let (outcome, _) = replication::slot_appended(&mut slot, fed, false);
+        let hw = slot.core.high_watermark();
+        let old = self.lock_leader().replace(slot);
+        if let Some(old) = old {
+            replication::resign_slot(old);
+        }
+        self.set_replication_hw(outcome.high_watermark.unwrap_or(hw));
+        outcome.alter
+    }
+
+    /// Cluster mode: this node no longer leads the partition.
+    pub fn resign_leader(&self) {
+        let old = self.lock_leader().take();
+        if let Some(old) = old {
+            replication::resign_slot(old);
+        }
+    }
+
+    /// The leader epoch of the installed leader core, if this node leads.
+    pub fn leader_slot_epoch(&self) -> Option<i32> {
+        self.lock_leader().as_ref().map(|s| s.leader_epoch())
+    }
+
+    /// The topic id the leader core was installed for.
+    pub fn leader_topic_id(&self) -> Option<u128> {
+        self.lock_leader().as_ref().map(|s| s.topic_id)
+    }
+
+    /// acks=all admission (`check_acks_all` of the core); NOT_LEADER_OR_FOLLOWER without one.
+    pub fn check_acks_all(&self) -> Result<(), i16> {
+        match self.lock_leader().as_ref() {
+            Some(s) => s.core.check_acks_all(),
+            None => Err(code::NOT_LEADER_OR_FOLLOWER),
+        }
+    }
+
+    /// The ISR the leader core holds (empty when this node does not lead).
+    pub fn leader_isr(&self) -> Vec<i32> {
+        self.lock_leader()
+            .as_ref()
+            .map(|s| s.core.isr().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// Steps the leader core (if any), applies its high watermark and answers its waiters;
+    /// returns the AlterPartition effects for the caller to send.
+    pub fn leader_step(&self, event: LeaderEvent) -> Vec<samsa_cluster::replica::LeaderEffect> {
+        let outcome = {
+            let mut guard = self.lock_leader();
+            let Some(slot) = guard.as_mut() else {
+                return Vec::new();
+            };
+            replication::step_slot(slot, event)
+        };
+        if let Some(hw) = outcome.high_watermark {
+            self.set_replication_hw(hw);
+        }
+        outcome.alter
+    }
+
+    /// Feeds a local append that ended at `end_offset` to the leader core; with `acks_all`,
+    /// returns the waiter answered once the high watermark covers it.
+    pub fn leader_appended(
+        &self,
+        end_offset: i64,
+        acks_all: bool,
+    ) -> (
+        Vec<samsa_cluster::replica::LeaderEffect>,
+        Option<replication::AcksAllWait>,
+    ) {
+        let (outcome, waiter) = {
+            let mut guard = self.lock_leader();
+            let Some(slot) = guard.as_mut() else {
+                return (Vec::new(), None);
+            };
+            replication::slot_appended(slot, end_offset, acks_all)
+        };
+        if let Some(hw) = outcome.high_watermark {
+            self.set_replication_hw(hw);
+        }
+        (outcome.alter, waiter)
+    }
+
+    /// A copy of the log's leader-epoch cache.
+    pub async fn epoch_cache(&self) -> LeaderEpochCache {
+        self.log.lock().await.epoch_cache().clone()
+    }
+
+    /// OffsetForLeaderEpoch answered as the leader in `leader_epoch` (KIP-279/320).
+    pub async fn offset_for_leader_epoch(
+        &self,
+        leader_epoch: i32,
+        current_leader_epoch: Option<i32>,
+        requested: i32,
+    ) -> Result<(i32, i64), i16> {
+        let log = self.log.lock().await;
+        samsa_cluster::replica::offset_for_leader_epoch(
+            log.epoch_cache(),
+            log.log_end_offset(),
+            leader_epoch,
+            current_leader_epoch,
+            requested,
+            Default::default(),
+        )
+    }
+
+    /// Follower truncation: removes every batch at or after `offset` (and the epochs past it).
+    /// The replicated high watermark never stays above the new log end.
+    /// The group-commit core learns the cut under the log lock, before any later append.
+    pub async fn truncate_to(self: &Arc<Self>, offset: i64) -> Result<i64, LogError> {
+        let mut effects = Vec::new();
+        let end = {
+            let mut log = self.log.lock().await;
+            let end = log.truncate_to(offset).await?;
+            self.lock_commit()
+                .core
+                .step(Event::Truncated { end_offset: end }, &mut effects);
+            end
+        };
+        self.run_effects(effects);
+        let hw = self.replication_hw();
+        if hw != NOT_REPLICATED && hw > end {
+            self.set_replication_hw(end);
+        }
+        Ok(end)
+    }
+
+    /// Whole stored batches from `offset` up to the log end (not the high watermark): what a
+    /// leader serves its followers.
+    pub async fn read_replica(&self, offset: i64, max_bytes: usize) -> Result<Bytes, i16> {
+        let read = self.log.lock().await.read(offset, max_bytes, None).await;
+        match read {
+            Ok(r) => Ok(r.bytes),
+            Err(e) => {
+                if !matches!(e, LogError::OffsetOutOfRange { .. }) {
+                    tracing::warn!(dir = %self.dir, offset, "replica read failed: {e}");
+                }
+                Err(e.error_code())
+            }
         }
     }
 

@@ -5,7 +5,9 @@
 //! one gets a new one. Topics go through the controller (phase B): CreateTopics at the active
 //! controller (NOT_CONTROLLER elsewhere), every node's Metadata shows the image's leaders, the
 //! leader of a partition takes Produce/Fetch/ListOffsets and the others answer
-//! NOT_LEADER_OR_FOLLOWER, a restarted node reopens its replicas with their data.
+//! NOT_LEADER_OR_FOLLOWER, a restarted node reopens its replicas with their data. Replication
+//! (phase B): five nodes, RF=3, min ISR 2: acks=all, ISR shrink and NOT_ENOUGH_REPLICAS,
+//! catch-up and rejoin, failover to a new leader through samsa-net's client, identical logs.
 //! Never leaves a node running: every node is stopped and awaited. Not built under madsim.
 #![cfg(not(madsim))]
 
@@ -537,5 +539,427 @@ async fn topics_go_through_the_controller_and_partitions_lead_where_the_image_sa
 
     for n in nodes.into_iter().flatten() {
         n.stop().await;
+    }
+}
+
+// ---- Partition replication (phase B, steps 3–4) ----
+
+const NOT_ENOUGH_REPLICAS: i16 = 19;
+/// A broker that stops heartbeating is fenced (and leaves every ISR) after this long.
+const SESSION_TIMEOUT_MS: u64 = 3_000;
+/// How long a replication step (catch-up, ISR change, failover) may take.
+const REPLICATION_SETTLE_MS: u64 = 60_000;
+
+async fn start_replicating_node(
+    dir: &std::path::Path,
+    id: i32,
+    voters: &str,
+    listen: Option<SocketAddr>,
+) -> Running {
+    let mut cfg = test_config(dir);
+    cfg.node_id = id;
+    cfg.seed = 500 + id as u64;
+    cfg.voters = Some(voters.to_string());
+    cfg.broker_heartbeat_interval_ms = 200;
+    cfg.broker_session_timeout_ms = SESSION_TIMEOUT_MS;
+    if let Some(addr) = listen {
+        // A restarted node keeps its client port: the image still names it.
+        cfg.listen = addr.to_string();
+    }
+    start_with(dir, cfg).await
+}
+
+/// Polls until every running node lists brokers `ids` and one controller; answers it.
+async fn settle_ids(nodes: &[&Running], ids: &[i32]) -> i32 {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(SETTLE_MS);
+    loop {
+        let mut all = true;
+        let mut leaders = Vec::new();
+        for n in nodes {
+            let (got, controller) = metadata_brokers(n.addr).await;
+            all &= got == ids;
+            leaders.push(controller);
+        }
+        if all && leaders.iter().all(|l| *l == leaders[0] && *l > 0) {
+            return leaders[0];
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "cluster did not settle: {leaders:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn create_topic_with(
+    addr: SocketAddr,
+    topic: &str,
+    partitions: i32,
+    rf: i16,
+    min_isr: &str,
+) -> i16 {
+    let mut c = Client::connect(addr).await;
+    let config = create_topics_request::CreatableTopicConfig::default()
+        .with_name(StrBytes::from_static_str("min.insync.replicas"))
+        .with_value(Some(StrBytes::from_string(min_isr.to_string())));
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![create_topics_request::CreatableTopic::default()
+            .with_name(tname(topic))
+            .with_num_partitions(partitions)
+            .with_replication_factor(rf)
+            .with_configs(vec![config])]);
+    let resp: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 5, &req).await;
+    resp.topics[0].error_code
+}
+
+fn record(key: &str) -> Record {
+    Record {
+        key: Some(Bytes::from(key.to_string())),
+        value: Some(Bytes::from(format!("value-{key}"))),
+        headers: Vec::new(),
+        timestamp_ms: 1_000,
+    }
+}
+
+/// One acks=all produce of one record on an open connection: `(error, base offset)`.
+async fn produce_acks_all(
+    c: &mut Client,
+    topic: &str,
+    partition: i32,
+    key: &str,
+    timeout_ms: i32,
+) -> (i16, i64) {
+    let records = build_batch(&[record(key)], &BatchOptions::default()).freeze();
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(timeout_ms)
+        .with_topic_data(vec![produce_request::TopicProduceData::default()
+            .with_name(tname(topic))
+            .with_partition_data(vec![
+                produce_request::PartitionProduceData::default()
+                    .with_index(partition)
+                    .with_records(Some(records)),
+            ])]);
+    let resp: ProduceResponse = c.call(ApiKey::Produce, 9, &req).await;
+    let p = &resp.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+/// Every record key a consumer fetch from the leader returns, from offset 0, in order.
+async fn consume_keys(addr: SocketAddr, topic: &str, partition: i32) -> (i16, i64, Vec<String>) {
+    let mut c = Client::connect(addr).await;
+    let mut keys = Vec::new();
+    let mut offset = 0;
+    loop {
+        let req = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(0)
+            .with_min_bytes(0)
+            .with_max_bytes(1 << 20)
+            .with_session_epoch(-1)
+            .with_topics(vec![fetch_request::FetchTopic::default()
+                .with_topic(tname(topic))
+                .with_partitions(vec![fetch_request::FetchPartition::default()
+                    .with_partition(partition)
+                    .with_fetch_offset(offset)
+                    .with_partition_max_bytes(1 << 20)])]);
+        let resp: FetchResponse = c.call(ApiKey::Fetch, 12, &req).await;
+        let p = &resp.responses[0].partitions[0];
+        if p.error_code != 0 {
+            return (p.error_code, p.high_watermark, keys);
+        }
+        let bytes = p.records.clone().unwrap_or_default();
+        let records = samsa_net::records::decode_fetched(&bytes).expect("records decode");
+        let before = keys.len();
+        for (o, r) in records.iter().filter(|(o, _)| *o >= offset) {
+            assert_eq!(
+                *o,
+                offset + (keys.len() - before) as i64,
+                "offsets in order"
+            );
+            keys.push(String::from_utf8_lossy(r.key.as_deref().unwrap_or(b"")).into_owned());
+        }
+        if keys.len() == before {
+            return (0, p.high_watermark, keys);
+        }
+        offset += (keys.len() - before) as i64;
+    }
+}
+
+/// Polls `addr`'s Metadata until partition `index` of `topic` satisfies `done`.
+async fn wait_partition(
+    addr: SocketAddr,
+    topic: &str,
+    index: i32,
+    what: &str,
+    done: impl Fn(&PartitionView) -> bool,
+) -> PartitionView {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(REPLICATION_SETTLE_MS);
+    loop {
+        let (error, parts) = topic_view(addr, topic).await;
+        if let Some(p) = parts.iter().find(|p| p.0 == index) {
+            if error == 0 && done(p) {
+                return p.clone();
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: {error} {parts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn sorted(mut v: Vec<i32>) -> Vec<i32> {
+    v.sort_unstable();
+    v
+}
+
+/// The topic id Metadata reports for `topic`.
+async fn topic_id(addr: SocketAddr, topic: &str) -> uuid::Uuid {
+    let mut c = Client::connect(addr).await;
+    let req = MetadataRequest::default()
+        .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+        )
+        .with_name(Some(tname(topic)))]))
+        .with_allow_auto_topic_creation(false);
+    let resp: MetadataResponse = c.call(ApiKey::Metadata, 12, &req).await;
+    resp.topics[0].topic_id
+}
+
+/// A stopped node's local log of one partition: its log end and its bytes below `end`.
+async fn local_log(
+    dir: &std::path::Path,
+    topic: &str,
+    index: i32,
+    id: uuid::Uuid,
+    end: i64,
+) -> (i64, Vec<u8>) {
+    let disk = samsa_storage::RealDisk::new(dir).expect("disk");
+    let name = samsa_broker::partition::partition_dir(topic, index, id);
+    let (log, _) =
+        samsa_storage::PartitionLog::open(disk, &name, samsa_storage::LogConfig::default())
+            .await
+            .expect("open local log");
+    let leo = log.log_end_offset();
+    let mut bytes = Vec::new();
+    let mut at = 0;
+    while at < end.min(leo) {
+        let read = log.read(at, 1 << 20, Some(end)).await.expect("read");
+        if read.bytes.is_empty() {
+            break;
+        }
+        let batches = samsa_net::records::decode_fetched(&read.bytes).expect("decodes");
+        at = batches.last().map(|(o, _)| o + 1).expect("progress");
+        bytes.extend_from_slice(&read.bytes);
+    }
+    (leo, bytes)
+}
+
+/// Five nodes (five voters, so two may stop and the metadata quorum lives on), a topic with
+/// RF=3 and min ISR 2 led by the active controller: acks=all produces replicate to every ISR
+/// member; one follower stopped shrinks the ISR to 2 and produces go on; a second stopped
+/// makes them NOT_ENOUGH_REPLICAS; restarted, both catch up and rejoin the ISR; the leader
+/// stopped, the controller elects a new one from the ISR and every acknowledged record is
+/// there once, in order; every replica's local log holds the same bytes below the committed
+/// end. Prints acks=all latency for RF=3 and RF=1 and the failover time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rf3_replicates_shrinks_refuses_rejoins_and_fails_over() {
+    const NODES: usize = 5;
+    const RECORDS: usize = 200;
+    let dirs: Vec<tempfile::TempDir> = (0..NODES).map(|_| tempfile::tempdir().unwrap()).collect();
+    let voters = voters(&free_ports(NODES));
+    let mut nodes: Vec<Option<Running>> = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        nodes.push(Some(
+            start_replicating_node(dir.path(), i as i32 + 1, &voters, None).await,
+        ));
+    }
+    let all_ids: Vec<i32> = (1..=NODES as i32).collect();
+    let addrs: Vec<SocketAddr> = nodes.iter().flatten().map(|n| n.addr).collect();
+    let running: Vec<&Running> = nodes.iter().flatten().collect();
+    let controller = settle_ids(&running, &all_ids).await;
+    let caddr = addrs[controller as usize - 1];
+
+    // AlterPartition travels in-process at the controller; pick a partition it leads.
+    assert_eq!(
+        create_topic_with(caddr, "repl", NODES as i32, 3, "2").await,
+        0
+    );
+    assert_eq!(create_topic_with(caddr, "one", 1, 1, "1").await, 0);
+    let view = settled_view(&running, "repl", NODES).await;
+    let (index, leader, _, replicas, isr) = view
+        .iter()
+        .find(|p| p.1 == controller)
+        .cloned()
+        .expect("a partition led by the controller");
+    assert_eq!(sorted(isr.clone()), sorted(replicas.clone()));
+    assert_eq!(replicas.len(), 3);
+    let followers: Vec<i32> = replicas.iter().copied().filter(|r| *r != leader).collect();
+    let laddr = addrs[leader as usize - 1];
+
+    // acks=all, RF=3: every record answered once all three have it (samsa_net's client,
+    // which routes to the leader; the raw test client below pays delayed ACKs).
+    let config = samsa_net::client::ProducerConfig {
+        acks: -1,
+        // The first send goes to a bootstrap node, which may not lead the partition.
+        retries: 5,
+        ..Default::default()
+    };
+    let mut producer =
+        samsa_net::client::Producer::new(samsa_net::TokioNet, addrs.clone(), config.clone());
+    let started = std::time::Instant::now();
+    for i in 0..RECORDS {
+        let sent = producer
+            .send("repl", index, vec![record(&format!("k{i}"))])
+            .await
+            .expect("acks=all produce");
+        assert_eq!(sent.base_offset, i as i64, "record {i}");
+    }
+    let rf3 = started.elapsed();
+    drop(producer);
+    let (error, hw, keys) = consume_keys(laddr, "repl", index).await;
+    assert_eq!((error, hw, keys.len()), (0, RECORDS as i64, RECORDS));
+    // The same at RF=1 for comparison.
+    settled_view(&running, "one", 1).await;
+    let mut producer = samsa_net::client::Producer::new(samsa_net::TokioNet, addrs.clone(), config);
+    let started = std::time::Instant::now();
+    for i in 0..RECORDS {
+        let sent = producer
+            .send("one", 0, vec![record(&format!("k{i}"))])
+            .await;
+        assert_eq!(sent.expect("acks=all produce").base_offset, i as i64);
+    }
+    let rf1 = started.elapsed();
+    drop(producer);
+    let mut c = Client::connect(laddr).await;
+    println!(
+        "acks=all, {RECORDS} sequential one-record produces: RF=3 {:.2} ms each ({:.0}/s), \
+         RF=1 {:.2} ms each ({:.0}/s)",
+        rf3.as_secs_f64() * 1e3 / RECORDS as f64,
+        RECORDS as f64 / rf3.as_secs_f64(),
+        rf1.as_secs_f64() * 1e3 / RECORDS as f64,
+        RECORDS as f64 / rf1.as_secs_f64(),
+    );
+
+    // One follower stops: the ISR shrinks to two and acks=all produces still succeed.
+    let mut acked = RECORDS;
+    let (f1, f2) = (followers[0], followers[1]);
+    nodes[f1 as usize - 1].take().expect("running").stop().await;
+    let (error, base) = produce_acks_all(&mut c, "repl", index, &format!("k{acked}"), 30_000).await;
+    assert_eq!((error, base), (0, acked as i64), "with one follower down");
+    acked += 1;
+    let p = wait_partition(laddr, "repl", index, "ISR of two", |p| p.4.len() == 2).await;
+    assert_eq!(sorted(p.4), sorted(vec![leader, f2]));
+
+    // A second follower stops: once the ISR is the leader alone, NOT_ENOUGH_REPLICAS.
+    nodes[f2 as usize - 1].take().expect("running").stop().await;
+    wait_partition(laddr, "repl", index, "ISR of one", |p| p.4 == vec![leader]).await;
+    let (error, _) = produce_acks_all(&mut c, "repl", index, "refused", 5_000).await;
+    assert_eq!(error, NOT_ENOUGH_REPLICAS);
+
+    // Both restart: they catch up and rejoin the ISR; produces succeed again.
+    for f in [f1, f2] {
+        let idx = f as usize - 1;
+        nodes[idx] =
+            Some(start_replicating_node(dirs[idx].path(), f, &voters, Some(addrs[idx])).await);
+    }
+    let p = wait_partition(laddr, "repl", index, "ISR of three", |p| p.4.len() == 3).await;
+    assert_eq!(sorted(p.4), sorted(replicas.clone()));
+    let (error, base) = produce_acks_all(&mut c, "repl", index, &format!("k{acked}"), 30_000).await;
+    assert_eq!((error, base), (0, acked as i64), "after the rejoin");
+    acked += 1;
+    drop(c);
+
+    // The leader stops: a new leader from the ISR serves every acknowledged record once.
+    let stopped_at = std::time::Instant::now();
+    nodes[leader as usize - 1]
+        .take()
+        .expect("running")
+        .stop()
+        .await;
+    let survivor = addrs[followers[0] as usize - 1];
+    let p = wait_partition(survivor, "repl", index, "new leader", |p| {
+        p.1 > 0 && p.1 != leader
+    })
+    .await;
+    let new_leader = p.1;
+    assert!(followers.contains(&new_leader), "{p:?}");
+    let naddr = addrs[new_leader as usize - 1];
+    // The client (samsa_net::client) finds the new leader itself: bootstrap from every node
+    // still running, retries on NOT_LEADER_OR_FOLLOWER with a metadata refresh.
+    let live: Vec<SocketAddr> = (1..=NODES as i32)
+        .filter(|id| *id != leader)
+        .map(|id| addrs[id as usize - 1])
+        .collect();
+    let config = samsa_net::client::ProducerConfig {
+        acks: -1,
+        retries: 100,
+        retry_backoff_ms: 100,
+        request_timeout_ms: 10_000,
+        ..Default::default()
+    };
+    let mut producer = samsa_net::client::Producer::new(samsa_net::TokioNet, live, config);
+    let sent = producer
+        .send("repl", index, vec![record(&format!("k{acked}"))])
+        .await
+        .expect("the client fails over to the new leader");
+    assert_eq!(
+        sent.base_offset, acked as i64,
+        "appended after every acked record"
+    );
+    assert!(!sent.maybe_duplicated);
+    acked += 1;
+    println!(
+        "failover: {:.0} ms from stopping the leader to the first acks=all produce answered \
+         by the new leader {new_leader}",
+        stopped_at.elapsed().as_secs_f64() * 1e3
+    );
+    let (error, hw, keys) = consume_keys(naddr, "repl", index).await;
+    assert_eq!((error, hw), (0, acked as i64));
+    let want: Vec<String> = (0..acked).map(|i| format!("k{i}")).collect();
+    assert_eq!(keys, want, "every acked record once, in order");
+
+    // The old leader restarts as a follower: it truncates to the new leader's log, catches up
+    // and is added back to the ISR. The new leader is usually not the active controller, so its
+    // AlterPartition travels over the network (API 56).
+    let idx = leader as usize - 1;
+    nodes[idx] =
+        Some(start_replicating_node(dirs[idx].path(), leader, &voters, Some(addrs[idx])).await);
+    let p = wait_partition(naddr, "repl", index, "old leader back in the ISR", |p| {
+        p.4.len() == 3
+    })
+    .await;
+    assert_eq!(p.1, new_leader, "{p:?}");
+    let sent = producer
+        .send("repl", index, vec![record(&format!("k{acked}"))])
+        .await
+        .expect("acks=all with the old leader back in the ISR");
+    assert_eq!(sent.base_offset, acked as i64);
+    acked += 1;
+
+    // Every replica's local log holds the same bytes below the committed end.
+    let id = topic_id(naddr, "repl").await;
+    for n in nodes.into_iter().flatten() {
+        n.stop().await;
+    }
+    let mut logs = Vec::new();
+    for r in &replicas {
+        let (leo, bytes) = local_log(
+            dirs[*r as usize - 1].path(),
+            "repl",
+            index,
+            id,
+            acked as i64,
+        )
+        .await;
+        assert!(leo >= acked as i64 - 1, "replica {r} log end {leo}");
+        logs.push((r, leo, bytes));
+    }
+    let common = logs.iter().map(|l| l.2.len()).min().unwrap_or(0);
+    assert!(common > 0);
+    for (r, _, bytes) in &logs {
+        assert_eq!(&bytes[..common], &logs[0].2[..common], "replica {r}");
     }
 }

@@ -1085,6 +1085,7 @@ mod tests {
         DescribeQuorum => DescribeQuorumRequest,
         BrokerRegistration => BrokerRegistrationRequest,
         BrokerHeartbeat => BrokerHeartbeatRequest,
+        AlterPartition => AlterPartitionRequest,
         DescribeTopicPartitions => DescribeTopicPartitionsRequest,
         ElectLeaders => ElectLeadersRequest,
         ListPartitionReassignments => ListPartitionReassignmentsRequest,

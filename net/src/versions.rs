@@ -31,6 +31,8 @@ pub const SUPPORTED: &[(i16, i16, i16)] = &[
     (ApiKey::DescribeQuorum as i16, 0, 2),
     (ApiKey::BrokerRegistration as i16, 0, 4),
     (ApiKey::BrokerHeartbeat as i16, 0, 1),
+    // The ISR changes partition leaders propose to the active controller (replication.rs).
+    (ApiKey::AlterPartition as i16, 2, 3),
     // Single-node answers: this node leads and holds everything (broker/src/handlers/admin.rs).
     (ApiKey::DescribeTopicPartitions as i16, 0, 0),
     (ApiKey::ElectLeaders as i16, 0, 2),

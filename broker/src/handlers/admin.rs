@@ -370,6 +370,42 @@ fn config_map<'a>(
     Ok(map)
 }
 
+/// `config_map` in cluster mode: `min.insync.replicas` is validated against the replication
+/// factor (a single node only allows 1), the rest as on a single node.
+fn cluster_configs<'a>(
+    entries: impl Iterator<Item = &'a create_topics_request::CreatableTopicConfig>,
+    replication_factor: usize,
+) -> Result<BTreeMap<String, String>, String> {
+    const MIN_ISR: &str = "min.insync.replicas";
+    let mut min_isr = None;
+    let mut rest = Vec::new();
+    for c in entries {
+        if &*c.name == MIN_ISR {
+            if min_isr.is_some() {
+                return Err(format!("config {MIN_ISR} given twice"));
+            }
+            let value = c
+                .value
+                .as_deref()
+                .ok_or(format!("config {MIN_ISR} is null"))?;
+            let n: usize = value
+                .parse()
+                .map_err(|_| format!("{MIN_ISR} must be a number"))?;
+            if n < 1 || n > replication_factor.max(1) {
+                return Err(format!("{MIN_ISR} must be in [1, {replication_factor}]"));
+            }
+            min_isr = Some(value.to_string());
+        } else {
+            rest.push((&*c.name, c.value.as_deref()));
+        }
+    }
+    let mut map = config_map(rest.into_iter())?;
+    if let Some(v) = min_isr {
+        map.insert(MIN_ISR.to_string(), v);
+    }
+    Ok(map)
+}
+
 /// A manual replica assignment a single node can honour: exactly one replica, this node.
 fn this_node_only(node_id: i32, replicas: &[BrokerId]) -> bool {
     matches!(replicas, [only] if only.0 == node_id)
@@ -420,7 +456,17 @@ pub async fn create_topics<D: Disk, C: Clock>(
                 }
             })
             .flatten();
-        let configs = config_map(t.configs.iter().map(|c| (&*c.name, c.value.as_deref())));
+        let configs =
+            config_map(t.configs.iter().map(|c| (&*c.name, c.value.as_deref()))).or_else(|e| {
+                // Cluster mode: `min.insync.replicas` may be up to the replication factor.
+                let rf = match t.replication_factor {
+                    -1 => crate::cluster_mode::DEFAULT_REPLICATION_FACTOR_MAX,
+                    n => usize::try_from(n).unwrap_or(1).max(1),
+                };
+                cluster
+                    .map(|_| cluster_configs(t.configs.iter(), rf))
+                    .unwrap_or(Err(e))
+            });
         let error: Option<(i16, String)> = if duplicates.contains(&name) {
             Some((code::INVALID_REQUEST, "topic named more than once".into()))
         } else if !valid_topic_name(&name) {
@@ -865,6 +911,52 @@ pub async fn broker_heartbeat<D: Disk, C: Clock>(
         .with_is_caught_up(true)
         .with_is_fenced(fenced);
     respond(req, &body)
+}
+
+/// AlterPartition (56), at the active controller: each partition's ISR change goes through
+/// `Controller::alter_partition`; answered with the partition as the image now holds it.
+pub async fn alter_partition<D: Disk, C: Clock>(
+    broker: &Arc<Broker<D, C>>,
+    req: &RequestFrame,
+    body: AlterPartitionRequest,
+) -> Reply {
+    use kafka_protocol::messages::alter_partition_response::{PartitionData, TopicData};
+    let Some(cluster) = broker.cluster.get() else {
+        let resp = AlterPartitionResponse::default().with_error_code(code::NOT_CONTROLLER);
+        return respond(req, &resp);
+    };
+    if cluster.controller_id() != Some(broker.node_id) {
+        let resp = AlterPartitionResponse::default().with_error_code(code::NOT_CONTROLLER);
+        return respond(req, &resp);
+    }
+    let requests = crate::cluster_mode::alter_partitions_from_request(&body, &cluster.image());
+    let mut topics: Vec<TopicData> = Vec::new();
+    for (topic_id, index, request) in requests {
+        let now = broker.clock.now_ms();
+        let result = cluster.alter_partition(now, &request).await;
+        let mut part = PartitionData::default()
+            .with_partition_index(index)
+            .with_error_code(result.err().unwrap_or(code::NONE));
+        if let Some(p) = cluster.image().partition(topic_id.as_u128(), index) {
+            part = part
+                .with_leader_id(p.leader.into())
+                .with_leader_epoch(p.leader_epoch)
+                .with_isr(p.isr.iter().map(|b| (*b).into()).collect())
+                .with_partition_epoch(p.partition_epoch);
+        }
+        match topics.iter_mut().find(|t| t.topic_id == topic_id) {
+            Some(t) => t.partitions.push(part),
+            None => topics.push(
+                TopicData::default()
+                    .with_topic_id(topic_id)
+                    .with_partitions(vec![part]),
+            ),
+        }
+    }
+    let resp = AlterPartitionResponse::default()
+        .with_error_code(code::NONE)
+        .with_topics(topics);
+    respond(req, &resp)
 }
 
 /// Kafka's `ConfigType` of a config, for DescribeConfigs v3+ (STRING 2, INT 3, LONG 5, LIST 7,

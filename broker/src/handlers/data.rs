@@ -30,6 +30,7 @@ use uuid::Uuid;
 use super::{code, encode, respond, topic_name, Reply};
 use crate::broker::Broker;
 use crate::group_commit::Outcome;
+use crate::partition::Partition;
 use crate::topic_config::FlushPolicy;
 use crate::wire::RequestFrame;
 
@@ -46,6 +47,18 @@ pub const RECORD_ERRORS_MAX: usize = 10_000;
 const PRODUCE_RECORD_ERRORS_VERSION: i16 = 8;
 const KEYLESS_ON_COMPACTED: &str = "compacted topic cannot accept a record without a key";
 
+/// Longest acks=all wait honoured (the request's `timeout_ms`, clamped).
+pub const PRODUCE_TIMEOUT_MS_MAX: i32 = 300_000;
+
+/// An answer that waits: on the group-commit sync and, in cluster mode with acks=all, on the
+/// partition leader's high watermark.
+struct ProduceWait<D: Disk> {
+    topic: usize,
+    partition: usize,
+    durable: Option<tokio::sync::oneshot::Receiver<Outcome>>,
+    replicated: Option<(Arc<Partition<D>>, crate::replication::AcksAllWait)>,
+}
+
 pub async fn produce<D: Disk, C: Clock>(
     broker: &Arc<Broker<D, C>>,
     req: &RequestFrame,
@@ -55,9 +68,11 @@ pub async fn produce<D: Disk, C: Clock>(
     let now_ms = broker.clock.now_ms();
     let acks_valid = (-1..=1).contains(&acks);
     let ack_early = broker.hooks.mutant("ack_before_fsync");
+    // Cluster mode: the partition leader's core takes every append; acks=all waits for it.
+    let replicated = broker.cluster.get().is_some();
+    let timeout_ms = body.timeout_ms.clamp(0, PRODUCE_TIMEOUT_MS_MAX);
     let mut responses = Vec::new();
-    // (topic index, partition index, receiver) for answers that wait on a sync.
-    let mut waits = Vec::new();
+    let mut waits: Vec<ProduceWait<D>> = Vec::new();
     let mut budget = PARTITIONS_PER_REQUEST_MAX;
     for topic in body.topic_data {
         let name = topic.name.0.to_string();
@@ -72,10 +87,19 @@ pub async fn produce<D: Disk, C: Clock>(
                 .with_base_offset(-1)
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1);
-            let partition = broker.partition(&name, pd.index);
+            let mut partition = broker.partition(&name, pd.index);
+            let lead = broker.lead_check(&name, pd.index);
+            let unready = partition
+                .as_ref()
+                .is_none_or(|p| p.leader_slot_epoch().is_none());
+            if replicated && lead.is_ok() && unready && name != crate::group::shell::OFFSETS_TOPIC {
+                // The image names this node leader but the image watcher has not set the
+                // partition up yet: catch up now rather than refuse.
+                broker.reconcile_cluster().await;
+                partition = broker.partition(&name, pd.index);
+            }
             // Keyless records a compacted topic refused, by index in the produce input.
             let mut keyless = Vec::new();
-            let lead = broker.lead_check(&name, pd.index);
             let outcome = if !acks_valid {
                 Err(code::INVALID_REQUIRED_ACKS)
             } else {
@@ -90,7 +114,22 @@ pub async fn produce<D: Disk, C: Clock>(
                     (Some(p), Some(records)) => {
                         let config = p.config();
                         match validate_produce(&records, config.max_message_bytes, config.compact) {
-                            Ok(()) => p.append(records, now_ms).await,
+                            Ok(()) => {
+                                // Kafka checks the ISR against min.insync.replicas before the
+                                // append; acks=0/1 only need this node to lead.
+                                let admitted = match (replicated, acks) {
+                                    (false, _) => Ok(()),
+                                    (true, -1) => p.check_acks_all(),
+                                    (true, _) => p
+                                        .leader_slot_epoch()
+                                        .map(|_| ())
+                                        .ok_or(code::NOT_LEADER_OR_FOLLOWER),
+                                };
+                                match admitted {
+                                    Ok(()) => p.append(records, now_ms).await,
+                                    Err(c) => Err(c),
+                                }
+                            }
                             Err(c) => {
                                 if c == code::INVALID_RECORD && config.compact {
                                     keyless = keyless_record_indices(&records);
@@ -101,8 +140,20 @@ pub async fn produce<D: Disk, C: Clock>(
                     }
                 }
             };
+            let outcome = match (outcome, &partition) {
+                (Ok(a), Some(p)) if replicated => {
+                    let (alter, waiter) = p.leader_appended(a.end_offset, acks == -1);
+                    crate::replication::send_alter_partitions(broker, p, alter);
+                    match waiter {
+                        Some(wait) => Ok((a, Some((p.clone(), wait)))),
+                        None if acks == -1 => Err(code::NOT_LEADER_OR_FOLLOWER),
+                        None => Ok((a, None)),
+                    }
+                }
+                (outcome, _) => outcome.map(|a| (a, None)),
+            };
             match outcome {
-                Ok(a) => {
+                Ok((a, replication)) => {
                     r = r
                         .with_error_code(code::NONE)
                         .with_base_offset(a.base_offset)
@@ -110,12 +161,15 @@ pub async fn produce<D: Disk, C: Clock>(
                         .with_log_start_offset(a.log_start_offset);
                     if let Some(p) = &partition {
                         let fsync = p.config().flush_policy == FlushPolicy::Fsync;
-                        if acks != 0 && fsync && !ack_early {
-                            waits.push((
-                                responses.len(),
-                                partitions.len(),
-                                p.wait_durable(a.end_offset),
-                            ));
+                        let durable = (acks != 0 && fsync && !ack_early)
+                            .then(|| p.wait_durable(a.end_offset));
+                        if durable.is_some() || replication.is_some() {
+                            waits.push(ProduceWait {
+                                topic: responses.len(),
+                                partition: partitions.len(),
+                                durable,
+                                replicated: replication,
+                            });
                         }
                     }
                 }
@@ -161,17 +215,41 @@ pub async fn produce<D: Disk, C: Clock>(
     let req = req.clone();
     Reply::Later(Box::pin(async move {
         let mut response = response;
-        for (t, p, rx) in waits {
-            let outcome = rx.await.unwrap_or(Outcome::Failed);
-            let error = match outcome {
-                Outcome::Durable => continue,
-                Outcome::Failed => code::KAFKA_STORAGE_ERROR,
-                Outcome::Refused => code::REQUEST_TIMED_OUT,
-            };
+        // The acks=all deadline starts with the request.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms as u64);
+        for w in waits {
+            let mut error = code::NONE;
+            if let Some(rx) = w.durable {
+                error = match rx.await.unwrap_or(Outcome::Failed) {
+                    Outcome::Durable => code::NONE,
+                    Outcome::Failed => code::KAFKA_STORAGE_ERROR,
+                    Outcome::Refused => code::REQUEST_TIMED_OUT,
+                };
+            }
+            if let Some((p, (waiter, rx))) = w.replicated {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let answered = tokio::time::timeout(left, rx).await;
+                let replicated = match answered {
+                    Ok(Ok(result)) => result.err().unwrap_or(code::NONE),
+                    Ok(Err(_)) => code::NOT_LEADER_OR_FOLLOWER,
+                    Err(_) => {
+                        p.leader_step(samsa_cluster::replica::LeaderEvent::WaiterTimedOut {
+                            waiter,
+                        });
+                        code::REQUEST_TIMED_OUT
+                    }
+                };
+                if error == code::NONE {
+                    error = replicated;
+                }
+            }
+            if error == code::NONE {
+                continue;
+            }
             if let Some(r) = response
                 .responses
-                .get_mut(t)
-                .and_then(|t| t.partition_responses.get_mut(p))
+                .get_mut(w.topic)
+                .and_then(|t| t.partition_responses.get_mut(w.partition))
             {
                 r.error_code = error;
                 r.base_offset = -1;
@@ -217,6 +295,8 @@ struct FetchTarget {
     partition: i32,
     fetch_offset: i64,
     partition_max_bytes: i32,
+    /// KIP-320: the leader epoch the fetcher believes in (-1: unknown).
+    current_leader_epoch: i32,
 }
 
 #[derive(Clone)]
@@ -232,6 +312,7 @@ async fn fetch_once<D: Disk, C: Clock>(
     version: i16,
     topics: &[FetchTopicTarget],
     max_bytes: usize,
+    replica: bool,
 ) -> (FetchResponse, usize) {
     let mut total = 0usize;
     let mut responses = Vec::new();
@@ -252,6 +333,7 @@ async fn fetch_once<D: Disk, C: Clock>(
                 .as_ref()
                 .and_then(|n| broker.partition(n, target.partition));
             let lead = match &name {
+                Some(n) if replica => replica_lead_check(broker, n, target),
                 Some(n) => broker.lead_check(n, target.partition),
                 None => Ok(()),
             };
@@ -281,7 +363,17 @@ async fn fetch_once<D: Disk, C: Clock>(
                         .with_log_start_offset(p.log_start_offset().await);
                     // KIP-74: the first batch is returned whole even beyond the limits, so a
                     // consumer can always make progress.
-                    match p.read(target.fetch_offset, limit, total == 0).await {
+                    let read = if replica {
+                        // Followers read up to the log end; the high watermark tells them
+                        // how much of it is committed.
+                        match p.read_replica(target.fetch_offset, limit).await {
+                            Ok(b) if total > 0 && b.len() > limit => Ok(Bytes::new()),
+                            other => other,
+                        }
+                    } else {
+                        p.read(target.fetch_offset, limit, total == 0).await
+                    };
+                    match read {
                         Ok(records) => {
                             total += records.len();
                             pd = pd.with_error_code(code::NONE).with_records(Some(records));
@@ -339,6 +431,7 @@ pub async fn fetch<D: Disk, C: Clock>(
                     partition: p.partition,
                     fetch_offset: p.fetch_offset,
                     partition_max_bytes: p.partition_max_bytes,
+                    current_leader_epoch: p.current_leader_epoch,
                 })
                 .collect(),
         })
@@ -352,7 +445,18 @@ pub async fn fetch<D: Disk, C: Clock>(
     let wait_ms = body.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX) as u64;
     // The deadline starts now, not when the writer gets to this reply.
     let deadline = tokio::time::sleep(Duration::from_millis(wait_ms));
-    let (response, total) = fetch_once(broker, version, &topics, max_bytes).await;
+    // A follower's fetch (replica id >= 0) in cluster mode: its fetch offset is its log end,
+    // which the partition leader's core takes as progress (once per request).
+    let replica_id = if version >= 15 {
+        body.replica_state.replica_id.0
+    } else {
+        body.replica_id.0
+    };
+    let replica = replica_id >= 0 && broker.cluster.get().is_some();
+    if replica {
+        follower_progress(broker, replica_id, &topics);
+    }
+    let (response, total) = fetch_once(broker, version, &topics, max_bytes, replica).await;
     // As Kafka does, a partition error ends the long poll at once: the client needs to see it
     // (a consumer walking past a refused corrupt range would otherwise wait out every poll).
     if total >= min_bytes || wait_ms == 0 || any_partition_error(&response) {
@@ -368,7 +472,7 @@ pub async fn fetch<D: Disk, C: Clock>(
             tokio::pin!(notified);
             // Register before re-checking so an advance between the two is not missed.
             notified.as_mut().enable();
-            let (response, total) = fetch_once(&broker, version, &topics, max_bytes).await;
+            let (response, total) = fetch_once(&broker, version, &topics, max_bytes, replica).await;
             if total >= min_bytes || any_partition_error(&response) {
                 return encode(&req, &response);
             }
@@ -379,13 +483,68 @@ pub async fn fetch<D: Disk, C: Clock>(
                     return encode(&req, &response);
                 }
                 () = &mut deadline => {
-                    let (response, _) = fetch_once(&broker, version, &topics, max_bytes).await;
+                    let (response, _) =
+                        fetch_once(&broker, version, &topics, max_bytes, replica).await;
                     return encode(&req, &response);
                 }
                 () = notified => {}
             }
         }
     }))
+}
+
+/// A follower may fetch only from the partition's leader, in the leader epoch it names
+/// (KIP-320: an older one is FENCED_LEADER_EPOCH, a newer one UNKNOWN_LEADER_EPOCH).
+fn replica_lead_check<D: Disk, C: Clock>(
+    broker: &Broker<D, C>,
+    name: &str,
+    target: &FetchTarget,
+) -> Result<(), i16> {
+    let Some(cluster) = broker.cluster.get() else {
+        return Ok(());
+    };
+    let epoch = cluster.lead_check(name, target.partition)?;
+    match target.current_leader_epoch {
+        e if e < 0 || e == epoch => Ok(()),
+        e if e < epoch => Err(code::FENCED_LEADER_EPOCH),
+        _ => Err(code::UNKNOWN_LEADER_EPOCH),
+    }
+}
+
+/// Feeds each partition's follower fetch to its leader core (`FollowerFetch`), sending the
+/// AlterPartition proposals that follow.
+fn follower_progress<D: Disk, C: Clock>(
+    broker: &Arc<Broker<D, C>>,
+    replica_id: i32,
+    topics: &[FetchTopicTarget],
+) {
+    let Some(cluster) = broker.cluster.get() else {
+        return;
+    };
+    let Some(incarnation) = cluster.incarnation_of(replica_id) else {
+        return;
+    };
+    let now_ms = broker.clock.now_ms();
+    for t in topics {
+        let Some(name) = &t.name else {
+            continue;
+        };
+        for target in &t.partitions {
+            if replica_lead_check(broker, name, target).is_err() {
+                continue;
+            }
+            let Some(p) = broker.partition(name, target.partition) else {
+                continue;
+            };
+            let alter = p.leader_step(samsa_cluster::replica::LeaderEvent::FollowerFetch {
+                replica: replica_id,
+                incarnation,
+                fetch_offset: target.fetch_offset,
+                now_ms,
+            });
+            crate::replication::send_alter_partitions(broker, &p, alter);
+        }
+    }
 }
 
 fn any_partition_error(response: &FetchResponse) -> bool {
@@ -500,8 +659,32 @@ pub async fn offset_for_leader_epoch<D: Disk, C: Clock>(
                 .with_partition(p.partition)
                 .with_leader_epoch(-1)
                 .with_end_offset(-1);
+            let cluster_lead = broker
+                .cluster
+                .get()
+                .map(|c| c.lead_check(&name, p.partition));
             r = match broker.partition(&name, p.partition) {
+                // Cluster mode: the leader answers from its epoch cache (KIP-279/320).
+                _ if matches!(cluster_lead, Some(Err(_))) => r.with_error_code(
+                    cluster_lead
+                        .and_then(|l| l.err())
+                        .unwrap_or(code::NOT_LEADER_OR_FOLLOWER),
+                ),
                 None => r.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION),
+                Some(part) if cluster_lead.is_some() => {
+                    let epoch = cluster_lead.and_then(|l| l.ok()).unwrap_or(-1);
+                    let current = (p.current_leader_epoch >= 0).then_some(p.current_leader_epoch);
+                    match part
+                        .offset_for_leader_epoch(epoch, current, p.leader_epoch)
+                        .await
+                    {
+                        Ok((e, end)) => r
+                            .with_error_code(code::NONE)
+                            .with_leader_epoch(e)
+                            .with_end_offset(end),
+                        Err(c) => r.with_error_code(c),
+                    }
+                }
                 // A single node has only ever had leader epoch 0.
                 Some(part) if p.leader_epoch == 0 => r
                     .with_error_code(code::NONE)

@@ -22,6 +22,9 @@ use crate::wire::{self, CodecError, RequestFrame};
 
 pub use samsa_net::error::code;
 
+/// Most topics (and partitions per topic) one AlterPartition request may name.
+pub const ALTER_PARTITIONS_MAX: usize = 10_000;
+
 /// Per-connection state the dispatcher keeps: which kinds of bad input were already logged.
 #[derive(Default)]
 pub struct ConnState {
@@ -152,6 +155,7 @@ pub async fn dispatch<D: Disk, C: Clock>(
             handle!(BrokerRegistrationRequest, admin::broker_registration)
         }
         Ok(ApiKey::BrokerHeartbeat) => handle!(BrokerHeartbeatRequest, admin::broker_heartbeat),
+        Ok(ApiKey::AlterPartition) => handle!(AlterPartitionRequest, admin::alter_partition),
         Ok(ApiKey::DescribeConfigs) => handle!(DescribeConfigsRequest, admin::describe_configs),
         Ok(ApiKey::AlterConfigs) => handle!(AlterConfigsRequest, admin::alter_configs),
         Ok(ApiKey::IncrementalAlterConfigs) => {
