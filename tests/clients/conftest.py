@@ -31,8 +31,11 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 class Broker:
     """One `samsa broker` process; `start` may be called again after `stop`/`kill`."""
 
-    def __init__(self, data_dir: Path, log_path: Path):
+    def __init__(self, data_dir: Path, log_path: Path, listen: str = "127.0.0.1:0",
+                 extra_args: list[str] | None = None):
         self.data_dir = data_dir
+        self.listen = listen  # A fixed port keeps the address across restarts (clusters).
+        self.extra_args = list(extra_args or [])
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
@@ -49,8 +52,8 @@ class Broker:
         if not SAMSA_BIN.exists():
             pytest.fail(f"{SAMSA_BIN} missing: run `cargo build --release -p samsa-broker`")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [str(SAMSA_BIN), "broker", "--listen", "127.0.0.1:0",
-               "--data-dir", str(self.data_dir)]
+        cmd = [str(SAMSA_BIN), "broker", "--listen", self.listen,
+               "--data-dir", str(self.data_dir), *self.extra_args]
         log = open(self.log_path, "a", buffering=1)
         log.write(f"==> {' '.join(cmd)}\n")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -166,6 +169,22 @@ def broker_factory(tmp_path):
     yield make
     for b in made:
         b.kill()
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct loopback ports free right now (bound to port 0, then released)."""
+    import socket
+
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 # ---- Records and checks shared by every client test. ----

@@ -1,0 +1,289 @@
+"""Real-process failover: three `samsa broker` processes (combined mode, all voters) on
+127.0.0.1, an RF=3 topic with min.insync.replicas=2, an idempotent acks=all confluent-kafka
+producer, and a SIGKILL of the partition leader mid-stream. Checks that the producer fails over
+and that every acknowledged record is readable exactly once, at its acknowledged offset and in
+send order, from the new leader and again through the old leader once it rejoined the ISR, and
+that the three replicas' logs are byte-identical after a clean stop. The records in flight at
+the kill are retried against the new leader, so its idempotence state must have been replicated.
+It never talks to anything but its own processes on 127.0.0.1 and never leaves one running.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from conftest import ANSI, Broker, free_ports, note
+
+NODES = 3
+TOPIC = "failover"
+RECORDS = 2000
+KILL_AFTER_ACKS = 500
+IN_FLIGHT_MAX = 400  # A window, so the stream is still going when the leader dies.
+CLUSTER_UP_S = 30.0
+PRODUCE_S = 40.0
+REJOIN_S = 30.0
+CONSUME_S = 20.0
+RPC_S = 5.0
+POLL_S = 0.05
+LEADING = re.compile(rf"leading topic={TOPIC} partition=0 epoch=[1-9]\d* .*?leo=(\d+) hw=(\d+)")
+TRUNCATED = re.compile(r"follower truncated to the divergence point .*?from=(\d+) to=(\d+)")
+
+
+def value_of(i: int) -> bytes:
+    return f"failover-value-{i}".encode()
+
+
+def index_of(key: bytes, value: bytes) -> int:
+    """The index a record carries; fails on anything this test never sent."""
+    assert key.startswith(b"k"), f"unexpected key {key!r}"
+    i = int(key[1:])
+    assert 0 <= i < RECORDS and value == value_of(i), f"never sent: {key!r}={value!r}"
+    return i
+
+
+@pytest.fixture
+def cluster(request, tmp_path):
+    """Three unstarted-then-started voters on fixed loopback ports; always reaped."""
+    ports = free_ports(2 * NODES)
+    client_ports, quorum_ports = ports[:NODES], ports[NODES:]
+    voters = ",".join(f"{i + 1}@127.0.0.1:{quorum_ports[i]}" for i in range(NODES))
+    nodes: dict[int, Broker] = {}
+    for i in range(NODES):
+        node_id = i + 1
+        nodes[node_id] = Broker(
+            tmp_path / f"node{node_id}-data", tmp_path / f"node{node_id}.log",
+            listen=f"127.0.0.1:{client_ports[i]}",
+            extra_args=["--node-id", str(node_id), "--voters", voters,
+                        "--controller-listen", f"127.0.0.1:{quorum_ports[i]}"])
+    try:
+        for b in nodes.values():
+            b.start()
+        yield nodes
+        rep = getattr(request.node, "rep_call", None)
+        failed = rep is not None and rep.failed
+        codes = {node_id: b.stop() for node_id, b in nodes.items()}
+        if failed:
+            for node_id, b in nodes.items():
+                print(f"---- node {node_id} log tail ({b.log_path}) ----\n{b.tail()}")
+        for node_id, b in nodes.items():
+            assert "panicked" not in b.log_text(), f"node {node_id} panicked:\n{b.tail()}"
+        assert all(c == 0 for c in codes.values()), f"exit codes after SIGTERM: {codes}"
+    finally:
+        for b in nodes.values():
+            b.kill()
+
+
+def bootstrap_of(nodes: dict[int, Broker], ids=None) -> str:
+    return ",".join(nodes[i].bootstrap for i in (ids or sorted(nodes)))
+
+
+def partition_view(bootstrap: str) -> tuple[int, list[int], list[int]] | None:
+    """(leader, replicas, isr) of failover/0 as `bootstrap` sees it, or None if unknown."""
+    try:
+        md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(TOPIC, timeout=RPC_S)
+    except KafkaException:
+        return None
+    topic = md.topics.get(TOPIC)
+    if topic is None or topic.error is not None or 0 not in topic.partitions:
+        return None
+    p = topic.partitions[0]
+    if p.error is not None:
+        return None
+    return p.leader, sorted(p.replicas), sorted(p.isrs)
+
+
+def wait_for(what: str, timeout_s: float, probe):
+    """Polls `probe` until it returns something truthy; fails with the last value."""
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(POLL_S * 4)
+    pytest.fail(f"timed out after {timeout_s}s waiting for {what}; last: {last}")
+
+
+def broker_count(bootstrap: str) -> int:
+    try:
+        md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=RPC_S)
+    except KafkaException:
+        return 0
+    return len(md.brokers)
+
+
+def consume_partition(bootstrap: str) -> list[tuple[int, bytes, bytes]]:
+    """(offset, key, value) of failover/0 from the beginning to its end."""
+    c = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": "samsa-failover-unused",  # assign() without commits: no coordinator.
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "error",
+        "enable.partition.eof": True,
+    })
+    c.assign([TopicPartition(TOPIC, 0, OFFSET_BEGINNING)])
+    got: list[tuple[int, bytes, bytes]] = []
+    deadline = time.monotonic() + CONSUME_S
+    try:
+        while True:
+            assert time.monotonic() < deadline, f"consume timed out after {len(got)} records"
+            msg = c.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error() is not None:
+                if msg.error().code() == -191:  # _PARTITION_EOF
+                    break
+                raise KafkaException(msg.error())
+            got.append((msg.offset(), msg.key(), msg.value()))
+    finally:
+        c.close()
+    return got
+
+
+def partition_bytes(data_dir: Path) -> bytes:
+    """The failover/0 log of one node: its segment files in base-offset order, concatenated
+    (so replicas that rolled segments at different points still compare equal)."""
+    dirs = sorted(data_dir.glob(f"{TOPIC}-0.*"))
+    assert len(dirs) == 1, f"{data_dir}: partition directories {dirs}"
+    return b"".join(f.read_bytes() for f in sorted(dirs[0].glob("*.log")))
+
+
+def check_log(got: list[tuple[int, bytes, bytes]], acked: dict[int, int], where: str) -> None:
+    """Offsets contiguous from 0, only records that were sent, each at most once, in send
+    order, and every acknowledged one exactly at its acknowledged offset."""
+    offsets = [o for o, _, _ in got]
+    assert offsets == list(range(len(got))), f"{where}: offsets not contiguous: {offsets[:20]}"
+    indexes = [index_of(k, v) for _, k, v in got]
+    dups = len(indexes) - len(set(indexes))
+    assert dups == 0, f"{where}: {dups} duplicated records"
+    assert indexes == sorted(indexes), f"{where}: send order not kept"
+    at = {i: o for o, i in zip(offsets, indexes)}
+    lost = [i for i in sorted(acked) if i not in at]
+    assert not lost, f"{where}: {len(lost)} acknowledged records missing, e.g. {lost[:5]}"
+    moved = [(i, acked[i], at[i]) for i in sorted(acked) if at[i] != acked[i]]
+    assert not moved, f"{where}: acknowledged at one offset, found at another: {moved[:5]}"
+
+
+def test_sigkill_leader_fails_over_and_rejoins(cluster):
+    nodes = cluster
+    everyone = bootstrap_of(nodes)
+    started = time.monotonic()
+    wait_for("3 brokers in Metadata", CLUSTER_UP_S,
+             lambda: all(broker_count(b.bootstrap) == NODES for b in nodes.values()))
+
+    admin = AdminClient({"bootstrap.servers": everyone})
+    futures = admin.create_topics(
+        [NewTopic(TOPIC, num_partitions=1, replication_factor=NODES,
+                  config={"min.insync.replicas": "2"})],
+        operation_timeout=10, request_timeout=CLUSTER_UP_S)
+    futures[TOPIC].result(CLUSTER_UP_S)
+    all_ids = list(range(1, NODES + 1))
+    view = wait_for("RF=3 with ISR 3 and a leader", CLUSTER_UP_S, lambda: (
+        (v := partition_view(everyone)) is not None and v[0] in all_ids
+        and v[1] == all_ids and v[2] == all_ids and v))
+    old_leader = view[0]
+    cluster_ready_s = time.monotonic() - started
+
+    producer = Producer({
+        "bootstrap.servers": everyone,
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": 2,
+        "message.timeout.ms": int(PRODUCE_S * 1000),
+        "topic.metadata.refresh.interval.ms": 1000,
+    })
+    acked: dict[int, int] = {}  # index -> offset
+    ack_order: list[int] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    killed_at: list[float] = []
+    first_ack_after_kill: list[float] = []
+
+    def on_delivery(err, msg):
+        i = index_of(msg.key(), msg.value())
+        with lock:
+            if err is not None:
+                errors.append(f"k{i}: {err}")
+                return
+            acked[i] = msg.offset()
+            ack_order.append(i)
+            if killed_at and not first_ack_after_kill:
+                first_ack_after_kill.append(time.monotonic())
+
+    sent = 0
+    sent_at_kill = None
+    deadline = time.monotonic() + PRODUCE_S
+    while sent < RECORDS:
+        assert time.monotonic() < deadline, \
+            f"stream stalled: {sent} sent, {len(acked)} acked, errors {errors[:3]}"
+        if not killed_at and len(acked) >= KILL_AFTER_ACKS:
+            sent_at_kill = sent
+            nodes[old_leader].kill()
+            killed_at.append(time.monotonic())
+        if sent - len(acked) - len(errors) >= IN_FLIGHT_MAX:
+            producer.poll(POLL_S / 10)
+            continue
+        producer.produce(TOPIC, key=f"k{sent}".encode(), value=value_of(sent), partition=0,
+                         on_delivery=on_delivery)
+        sent += 1
+        producer.poll(0)
+    remaining = producer.flush(max(1.0, deadline - time.monotonic()))
+    assert killed_at, f"never reached {KILL_AFTER_ACKS} acks"
+    assert remaining == 0, f"{remaining} records still in flight after the flush"
+    assert first_ack_after_kill, "no delivery report after the kill"
+    failover_s = first_ack_after_kill[0] - killed_at[0]
+    with lock:
+        acked_n, errors_n = len(acked), len(errors)
+        # Acknowledged offsets grow with the index: the idempotent producer keeps send order.
+        offsets_by_index = [acked[i] for i in sorted(acked)]
+    assert offsets_by_index == sorted(offsets_by_index), "acknowledged offsets out of send order"
+    assert len(set(offsets_by_index)) == acked_n, "two records acknowledged at one offset"
+
+    survivors = [i for i in all_ids if i != old_leader]
+    view = wait_for("a new leader among the survivors", CLUSTER_UP_S, lambda: (
+        (v := partition_view(bootstrap_of(nodes, survivors))) is not None
+        and v[0] in survivors and v))
+    new_leader = view[0]
+    from_new = consume_partition(nodes[new_leader].bootstrap)
+    check_log(from_new, acked, f"from the new leader {new_leader}")
+
+    restarted_at = time.monotonic()
+    nodes[old_leader].start()
+    wait_for("ISR 3 again", REJOIN_S, lambda: (
+        (v := partition_view(nodes[old_leader].bootstrap)) is not None and v[2] == all_ids
+        and v))
+    rejoin_s = time.monotonic() - restarted_at
+    from_old = consume_partition(nodes[old_leader].bootstrap)
+    check_log(from_old, acked, f"through the rejoined old leader {old_leader}")
+    assert from_old[:len(from_new)] == from_new, "the log changed between the two reads"
+    producer_total_s = time.monotonic() - started
+
+    # Replicas copy batches verbatim: after a clean stop the three logs are byte-identical
+    # (the old leader truncated whatever it had that the new leader never got).
+    codes = {node_id: b.stop() for node_id, b in nodes.items()}
+    assert all(c == 0 for c in codes.values()), f"exit codes after SIGTERM: {codes}"
+    logs = {node_id: partition_bytes(b.data_dir) for node_id, b in nodes.items()}
+    sizes = {node_id: len(data) for node_id, data in logs.items()}
+    assert len(set(logs.values())) == 1, f"replica logs differ (bytes per node: {sizes})"
+    elected = LEADING.findall(ANSI.sub("", nodes[new_leader].log_text()))
+    truncated = TRUNCATED.findall(ANSI.sub("", nodes[old_leader].log_text()))
+
+    summary = (f"cluster failover: sent={sent} acked={acked_n} delivery_errors={errors_n} "
+               f"sent_at_kill={sent_at_kill} found_new_leader={len(from_new)} "
+               f"found_after_rejoin={len(from_old)} old_leader={old_leader} "
+               f"new_leader={new_leader} failover_s={failover_s:.2f} "
+               f"isr_rejoin_s={rejoin_s:.2f} cluster_ready_s={cluster_ready_s:.2f} "
+               f"total_s={producer_total_s:.2f} new_leader_leo_hw_at_election="
+               f"{elected[-1] if elected else None} old_leader_truncations={truncated} "
+               f"log_bytes={sizes[new_leader]}")
+    print(summary)
+    note(summary)
+    assert errors_n == 0, f"delivery errors: {errors[:5]}"
