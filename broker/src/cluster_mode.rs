@@ -28,7 +28,6 @@ use samsa_cluster::metadata::{BrokerImage, MetadataImage, TopicImage};
 use samsa_cluster::planted::Planted;
 use samsa_cluster::records::{decode_batch, encode_batch, MetadataRecord, TopicId};
 use samsa_net::error::{code, ErrorCode};
-use samsa_net::frame::{read_frame, write_frame};
 use samsa_net::watch;
 use samsa_net::{Clock, Hooks, Net};
 use samsa_raft::{Entry, NodeId, Role, Voter};
@@ -570,38 +569,9 @@ async fn call<N: Net, Req: Encodable, Resp: Decodable>(
     correlation: i32,
     request: &Req,
 ) -> Result<Resp, ErrorCode> {
-    let exchange = async {
-        let frame = samsa_net::codec::encode_request(
-            key as i16,
-            version,
-            correlation,
-            Some("samsa"),
-            request,
-        )
-        .map_err(|_| code::INVALID_REQUEST)?;
-        let stream = net
-            .connect(addr)
-            .await
-            .map_err(|_| code::NETWORK_EXCEPTION)?;
-        let (mut r, mut w) = tokio::io::split(stream);
-        write_frame(&mut w, &frame)
-            .await
-            .map_err(|_| code::NETWORK_EXCEPTION)?;
-        let body = read_frame(&mut r, RPC_RESPONSE_BYTES_MAX)
-            .await
-            .map_err(|_| code::NETWORK_EXCEPTION)?
-            .ok_or(code::NETWORK_EXCEPTION)?;
-        let (corr, resp) =
-            samsa_net::codec::decode_response::<Resp>(key as i16, version, body.freeze())
-                .map_err(|_| code::CORRUPT_MESSAGE)?;
-        if corr != correlation {
-            return Err(code::CORRUPT_MESSAGE);
-        }
-        Ok(resp)
-    };
-    tokio::time::timeout(Duration::from_millis(RPC_TIMEOUT_MS), exchange)
+    rpc(key, version, correlation)
+        .over(net.connect(addr), request, RPC_TIMEOUT_MS)
         .await
-        .unwrap_or(Err(code::REQUEST_TIMED_OUT))
 }
 
 /// `call` over the type-erased connector.
@@ -613,38 +583,19 @@ async fn call_boxed<Req: Encodable, Resp: Decodable>(
     correlation: i32,
     request: &Req,
 ) -> Result<Resp, ErrorCode> {
-    let exchange = async {
-        let frame = samsa_net::codec::encode_request(
-            key as i16,
-            version,
-            correlation,
-            Some("samsa"),
-            request,
-        )
-        .map_err(|_| code::INVALID_REQUEST)?;
-        let stream = connector
-            .connect(addr)
-            .await
-            .map_err(|_| code::NETWORK_EXCEPTION)?;
-        let (mut r, mut w) = tokio::io::split(stream);
-        write_frame(&mut w, &frame)
-            .await
-            .map_err(|_| code::NETWORK_EXCEPTION)?;
-        let body = read_frame(&mut r, RPC_RESPONSE_BYTES_MAX)
-            .await
-            .map_err(|_| code::NETWORK_EXCEPTION)?
-            .ok_or(code::NETWORK_EXCEPTION)?;
-        let (corr, resp) =
-            samsa_net::codec::decode_response::<Resp>(key as i16, version, body.freeze())
-                .map_err(|_| code::CORRUPT_MESSAGE)?;
-        if corr != correlation {
-            return Err(code::CORRUPT_MESSAGE);
-        }
-        Ok(resp)
-    };
-    tokio::time::timeout(Duration::from_millis(RPC_TIMEOUT_MS), exchange)
+    rpc(key, version, correlation)
+        .over(connector.connect(addr), request, RPC_TIMEOUT_MS)
         .await
-        .unwrap_or(Err(code::REQUEST_TIMED_OUT))
+}
+
+fn rpc(key: ApiKey, version: i16, correlation: i32) -> crate::replication::Call<'static> {
+    crate::replication::Call {
+        client_id: "samsa",
+        key,
+        version,
+        correlation,
+        response_bytes_max: RPC_RESPONSE_BYTES_MAX,
+    }
 }
 
 /// What the AlterPartition handler passes to `ClusterNode::alter_partition`: the ISR members'

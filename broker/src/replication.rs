@@ -322,29 +322,88 @@ impl Conn {
         request: &Req,
         timeout_ms: u64,
     ) -> Result<Resp, ErrorCode> {
+        let call = Call {
+            client_id: "samsa-follower",
+            key,
+            version,
+            correlation,
+            response_bytes_max: FOLLOWER_RESPONSE_BYTES_MAX,
+        };
+        let exchange = call.exchange(&mut self.reader, &mut self.writer, request);
+        tokio::time::timeout(Duration::from_millis(timeout_ms), exchange)
+            .await
+            .unwrap_or(Err(code::REQUEST_TIMED_OUT))
+    }
+}
+
+/// One request/response exchange between brokers (follower fetches, AlterPartition, broker
+/// registration and heartbeats). Every failure maps to an error code; the caller bounds the
+/// time.
+pub(crate) struct Call<'a> {
+    pub client_id: &'a str,
+    pub key: ApiKey,
+    pub version: i16,
+    pub correlation: i32,
+    /// Largest answer read.
+    pub response_bytes_max: usize,
+}
+
+impl Call<'_> {
+    /// Sends `request` on an open connection and reads its answer.
+    pub(crate) async fn exchange<R, W, Req, Resp>(
+        &self,
+        reader: &mut R,
+        writer: &mut W,
+        request: &Req,
+    ) -> Result<Resp, ErrorCode>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+        Req: Encodable,
+        Resp: Decodable,
+    {
+        let key = self.key as i16;
+        let frame = samsa_net::codec::encode_request(
+            key,
+            self.version,
+            self.correlation,
+            Some(self.client_id),
+            request,
+        )
+        .map_err(|_| code::INVALID_REQUEST)?;
+        write_frame(writer, &frame)
+            .await
+            .map_err(|_| code::NETWORK_EXCEPTION)?;
+        let body = read_frame(reader, self.response_bytes_max)
+            .await
+            .map_err(|_| code::NETWORK_EXCEPTION)?
+            .ok_or(code::NETWORK_EXCEPTION)?;
+        let (corr, resp) =
+            samsa_net::codec::decode_response::<Resp>(key, self.version, body.freeze())
+                .map_err(|_| code::CORRUPT_MESSAGE)?;
+        if corr != self.correlation {
+            return Err(code::CORRUPT_MESSAGE);
+        }
+        Ok(resp)
+    }
+
+    /// Connects (`connect`), exchanges once, within `timeout_ms` in all.
+    pub(crate) async fn over<S, F, Req, Resp>(
+        &self,
+        connect: F,
+        request: &Req,
+        timeout_ms: u64,
+    ) -> Result<Resp, ErrorCode>
+    where
+        S: AsyncRead + AsyncWrite,
+        F: Future<Output = io::Result<S>>,
+        Req: Encodable,
+        Resp: Decodable,
+    {
         let exchange = async {
-            let frame = samsa_net::codec::encode_request(
-                key as i16,
-                version,
-                correlation,
-                Some("samsa-follower"),
-                request,
-            )
-            .map_err(|_| code::INVALID_REQUEST)?;
-            write_frame(&mut self.writer, &frame)
-                .await
-                .map_err(|_| code::NETWORK_EXCEPTION)?;
-            let body = read_frame(&mut self.reader, FOLLOWER_RESPONSE_BYTES_MAX)
-                .await
-                .map_err(|_| code::NETWORK_EXCEPTION)?
-                .ok_or(code::NETWORK_EXCEPTION)?;
-            let (corr, resp) =
-                samsa_net::codec::decode_response::<Resp>(key as i16, version, body.freeze())
-                    .map_err(|_| code::CORRUPT_MESSAGE)?;
-            if corr != correlation {
-                return Err(code::CORRUPT_MESSAGE);
-            }
-            Ok(resp)
+            let stream = connect.await.map_err(|_| code::NETWORK_EXCEPTION)?;
+            let (mut r, mut w) = tokio::io::split(stream);
+            self.exchange(&mut r, &mut w, request).await
         };
         tokio::time::timeout(Duration::from_millis(timeout_ms), exchange)
             .await
