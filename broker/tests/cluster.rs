@@ -98,24 +98,7 @@ async fn cluster_brokers(addr: SocketAddr) -> (String, Vec<(i32, i32)>) {
 
 /// Polls until every node lists all three brokers; answers the leader's id.
 async fn settle(nodes: &[&Running]) -> i32 {
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(SETTLE_MS);
-    loop {
-        let mut all = true;
-        let mut leaders = Vec::new();
-        for n in nodes {
-            let (ids, controller) = metadata_brokers(n.addr).await;
-            all &= ids == vec![1, 2, 3];
-            leaders.push(controller);
-        }
-        if all && leaders.iter().all(|l| *l == leaders[0] && *l > 0) {
-            return leaders[0];
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "cluster did not settle: leaders {leaders:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    settle_ids(nodes, &[1, 2, 3]).await
 }
 
 fn directory_of(resp: &DescribeQuorumResponse, id: i32) -> uuid::Uuid {
