@@ -22,7 +22,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use samsa_cluster::controller::{
-    AlterPartition, BrokerRegistration, Controller, ControllerConfig, CreateTopic,
+    AlterPartition, BrokerRegistration, Controller, ControllerConfig, CreateTopic, ElectionType,
 };
 use samsa_cluster::metadata::{BrokerImage, MetadataImage, TopicImage};
 use samsa_cluster::planted::Planted;
@@ -247,6 +247,22 @@ impl ClusterNode {
     pub async fn alter_partition(&self, now_ms: i64, r: &AlterPartition) -> Result<(), ErrorCode> {
         self.decide(now_ms, |c, image| c.alter_partition(image, r))
             .await
+    }
+
+    /// ElectLeaders for one partition (active controller only): preferred moves leadership to
+    /// the first replica when it is live and in the ISR; unclean elects for a leaderless
+    /// partition from outside the ISR.
+    pub async fn elect_leader(
+        &self,
+        now_ms: i64,
+        topic_id: TopicId,
+        partition: i32,
+        election: ElectionType,
+    ) -> Result<(), ErrorCode> {
+        self.decide(now_ms, |c, image| {
+            c.elect_leaders(image, topic_id, partition, election)
+        })
+        .await
     }
 
     /// A partition leader's AlterPartition: in-process when this node is the active

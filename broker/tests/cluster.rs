@@ -528,6 +528,7 @@ async fn topics_go_through_the_controller_and_partitions_lead_where_the_image_sa
 // ---- Partition replication (phase B, steps 3–4) ----
 
 const NOT_ENOUGH_REPLICAS: i16 = 19;
+const ELECTION_NOT_NEEDED: i16 = 84;
 /// A broker that stops heartbeating is fenced (and leaves every ISR) after this long.
 const SESSION_TIMEOUT_MS: u64 = 3_000;
 /// How long a replication step (catch-up, ISR change, failover) may take.
@@ -692,6 +693,25 @@ async fn wait_partition(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// ElectLeaders (preferred) for one partition: (top-level error, partition error).
+async fn elect_preferred(addr: SocketAddr, topic: &str, index: i32) -> (i16, i16) {
+    let mut c = Client::connect(addr).await;
+    let req = ElectLeadersRequest::default()
+        .with_election_type(0)
+        .with_timeout_ms(10_000)
+        .with_topic_partitions(Some(vec![elect_leaders_request::TopicPartitions::default(
+        )
+        .with_topic(tname(topic))
+        .with_partitions(vec![index])]));
+    let resp: ElectLeadersResponse = c.call(ApiKey::ElectLeaders, 2, &req).await;
+    let part = resp
+        .replica_election_results
+        .first()
+        .and_then(|t| t.partition_result.first())
+        .map_or(-1, |p| p.error_code);
+    (resp.error_code, part)
 }
 
 fn sorted(mut v: Vec<i32>) -> Vec<i32> {
@@ -919,6 +939,36 @@ async fn rf3_replicates_shrinks_refuses_rejoins_and_fails_over() {
         .send("repl", index, vec![record(&format!("k{acked}"))])
         .await
         .expect("acks=all with the old leader back in the ISR");
+    assert_eq!(sent.base_offset, acked as i64);
+    acked += 1;
+
+    // Preferred leader election (ElectLeaders, at the active controller only): leadership goes
+    // back to the first replica, which is in the ISR again; the producer follows it.
+    let (_, ctrl) = metadata_brokers(naddr).await;
+    let other = (1..=NODES as i32)
+        .find(|id| *id != ctrl && nodes[*id as usize - 1].is_some())
+        .expect("a running non-controller");
+    let (top, _) = elect_preferred(addrs[other as usize - 1], "repl", index).await;
+    assert_eq!(top, NOT_CONTROLLER, "ElectLeaders at a non-controller");
+    let preferred = replicas[0];
+    let (top, part) = elect_preferred(addrs[ctrl as usize - 1], "repl", index).await;
+    assert_eq!(top, 0);
+    if new_leader == preferred {
+        assert_eq!(part, ELECTION_NOT_NEEDED);
+    } else {
+        assert_eq!(part, 0, "preferred election of {preferred}");
+        wait_partition(naddr, "repl", index, "preferred leader", |p| {
+            p.1 == preferred
+        })
+        .await;
+    }
+    println!("preferred election: leader {new_leader} -> {preferred} (controller {ctrl})");
+    let (again, _) = elect_preferred(addrs[ctrl as usize - 1], "repl", index).await;
+    assert_eq!(again, 0);
+    let sent = producer
+        .send("repl", index, vec![record(&format!("k{acked}"))])
+        .await
+        .expect("acks=all at the preferred leader");
     assert_eq!(sent.base_offset, acked as i64);
     acked += 1;
 

@@ -1440,6 +1440,9 @@ pub async fn elect_leaders<D: Disk, C: Clock>(
     use kafka_protocol::messages::elect_leaders_response::{
         PartitionResult, ReplicaElectionResult,
     };
+    if let Some(cluster) = broker.cluster.get() {
+        return elect_leaders_cluster(broker, cluster, req, body).await;
+    }
     let named = body.topic_partitions.map(|tps| {
         tps.into_iter()
             .map(|t| (t.topic.0.to_string(), t.partitions))
@@ -1471,6 +1474,94 @@ pub async fn elect_leaders<D: Disk, C: Clock>(
                 .with_partition_result(partition_result)
         })
         .collect();
+    respond(
+        req,
+        &ElectLeadersResponse::default()
+            .with_error_code(code::NONE)
+            .with_replica_election_results(results),
+    )
+}
+
+/// ElectLeaders in cluster mode, at the active controller (elsewhere NOT_CONTROLLER, so admin
+/// clients refresh metadata and retry there). Election type 0 is preferred, 1 unclean.
+async fn elect_leaders_cluster<D: Disk, C: Clock>(
+    broker: &Arc<Broker<D, C>>,
+    cluster: &ClusterNode,
+    req: &RequestFrame,
+    body: ElectLeadersRequest,
+) -> Reply {
+    use kafka_protocol::messages::elect_leaders_response::{
+        PartitionResult, ReplicaElectionResult,
+    };
+    use samsa_cluster::controller::ElectionType;
+    if cluster.controller_id() != Some(broker.node_id) {
+        let resp = ElectLeadersResponse::default().with_error_code(code::NOT_CONTROLLER);
+        return respond(req, &resp);
+    }
+    let election = match body.election_type {
+        0 => ElectionType::Preferred,
+        1 => ElectionType::Unclean,
+        _ => {
+            let resp = ElectLeadersResponse::default().with_error_code(code::INVALID_REQUEST);
+            return respond(req, &resp);
+        }
+    };
+    let image = cluster.image();
+    // (name, topic id if known, partitions): every partition of every topic when none named.
+    let scope: Vec<(String, Option<u128>, Vec<i32>)> = match body.topic_partitions {
+        None => image
+            .topics
+            .values()
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    Some(t.topic_id),
+                    t.partitions.keys().copied().collect(),
+                )
+            })
+            .collect(),
+        Some(tps) => tps
+            .into_iter()
+            .take(TOPICS_PER_REQUEST_MAX)
+            .map(|t| {
+                let name = t.topic.0.to_string();
+                let id = image.topic_ids.get(&name).copied();
+                let parts = t
+                    .partitions
+                    .into_iter()
+                    .take(PARTITIONS_PER_TOPIC_MAX as usize)
+                    .collect();
+                (name, id, parts)
+            })
+            .collect(),
+    };
+    let mut results = Vec::new();
+    for (name, id, parts) in scope {
+        let mut partition_result = Vec::new();
+        for i in parts {
+            let outcome = match id {
+                Some(id) if image.partition(id, i).is_some() => {
+                    let now_ms = broker.clock.now_ms();
+                    cluster.elect_leader(now_ms, id, i, election).await
+                }
+                _ => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
+            };
+            let error = outcome.err().unwrap_or(code::NONE);
+            partition_result.push(
+                PartitionResult::default()
+                    .with_partition_id(i)
+                    .with_error_code(error)
+                    .with_error_message(
+                        (error != code::NONE).then(|| s(samsa_net::error::name(error))),
+                    ),
+            );
+        }
+        results.push(
+            ReplicaElectionResult::default()
+                .with_topic(topic_name(&name))
+                .with_partition_result(partition_result),
+        );
+    }
     respond(
         req,
         &ElectLeadersResponse::default()
