@@ -21,6 +21,10 @@ pub const CONNECTIONS_MAX: usize = 100_000;
 /// Most voters `voters` may name (Raft quorums beyond this only slow commits down).
 pub const VOTERS_MAX: usize = 15;
 
+/// Node ids a cluster may use (0..this). Each node hands out producer ids `n * this + node_id`
+/// from its own durable counter `n`, so two nodes never hand out the same id.
+pub const CLUSTER_NODE_IDS_MAX: i64 = 1 << 16;
+
 /// The node's configuration. Field names are the TOML keys.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -273,6 +277,13 @@ impl NodeConfig {
             return Ok(None);
         };
         let voters = parse_voters(text)?;
+        if i64::from(self.node_id) >= CLUSTER_NODE_IDS_MAX {
+            // Producer ids are striped by node id in cluster mode (handlers/admin.rs).
+            return Err(BadConfig(format!(
+                "node_id must be below {CLUSTER_NODE_IDS_MAX} in cluster mode, got {}",
+                self.node_id
+            )));
+        }
         let (broker, controller) = match self.process_roles.as_str() {
             "broker,controller" | "controller,broker" => (true, true),
             "controller" => (false, true),
@@ -509,6 +520,10 @@ mod tests {
                 "process_roles",
             ),
             ("controller_listen = \"127.0.0.1:1\"", "needs voters"),
+            (
+                "node_id = 65536\nvoters = \"65536@127.0.0.1:1\"",
+                "below 65536 in cluster mode",
+            ),
         ];
         for (text, needle) in bad {
             let e = NodeConfig::from_toml(text).expect_err(text);

@@ -724,6 +724,13 @@ pub async fn init_producer_id<D: Disk, C: Clock>(
         return respond(req, &resp);
     }
     let allocated = broker.meta.lock().await.allocate_producer_id().await;
+    // Cluster mode: every node allocates from its own counter, so the ids are striped by node id
+    // (a producer that bootstraps to another node must never get the same id: both would share
+    // one duplicate window; simulator cluster_replication 15).
+    let allocated = match broker.cluster.get() {
+        Some(_) => allocated.map(|n| striped_producer_id(n, broker.node_id)),
+        None => allocated,
+    };
     resp = match allocated {
         Ok(id) => resp
             .with_error_code(code::NONE)
@@ -735,6 +742,16 @@ pub async fn init_producer_id<D: Disk, C: Clock>(
         }
     };
     respond(req, &resp)
+}
+
+/// The cluster-wide producer id for the `n`th id this node hands out.
+fn striped_producer_id(n: i64, node_id: i32) -> i64 {
+    let node = i64::from(node_id);
+    assert!(
+        (0..crate::config::CLUSTER_NODE_IDS_MAX).contains(&node),
+        "node id {node} out of the striped range (config validation)"
+    );
+    n * crate::config::CLUSTER_NODE_IDS_MAX + node
 }
 
 pub async fn describe_cluster<D: Disk, C: Clock>(
@@ -1749,6 +1766,21 @@ pub async fn alter_replica_log_dirs<D: Disk, C: Clock>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two nodes never hand out the same producer id, whatever their counters say.
+    #[test]
+    fn striped_producer_ids_are_disjoint_across_nodes() {
+        let mut seen = std::collections::BTreeSet::new();
+        for node in [0, 1, 2, 3, 65_535] {
+            for n in [0, 1, 2, 999, 1_000, 123_456] {
+                let id = striped_producer_id(n, node);
+                assert!(id >= 0);
+                assert!(seen.insert(id), "id {id} handed out twice");
+            }
+        }
+        assert_eq!(striped_producer_id(0, 2), 2);
+        assert_eq!(striped_producer_id(1, 2), 65_538);
+    }
 
     /// librdkafka 0011 APPENDs `compact` to cleanup.policy and SUBTRACTs it again.
     #[test]

@@ -83,14 +83,17 @@ pub const CLIENT_VERSIONS: &[(i16, i16, i16)] = &[
 /// Broker error codes after which the request was certainly not applied (NOT_ENOUGH_REPLICAS is
 /// checked before the append). Any other non-zero
 /// code (REQUEST_TIMED_OUT, NOT_ENOUGH_REPLICAS_AFTER_APPEND, KAFKA_STORAGE_ERROR,
-/// UNKNOWN_SERVER_ERROR, codes we do not know, ...) leaves the outcome open.
+/// UNKNOWN_SERVER_ERROR, codes we do not know, ...) leaves the outcome open. So does
+/// NOT_LEADER_OR_FOLLOWER: a leader that loses its partition while an acks=all produce waits for
+/// the ISR answers it after the append, as Kafka's delayed produce does (simulator:
+/// cluster_replication 1489, where treating it as definite made the producer reuse the sequence
+/// for the next record, which was then acked as a duplicate and never stored).
 pub const DEFINITE_CODES: &[ErrorCode] = &[
     code::OFFSET_OUT_OF_RANGE,
     code::CORRUPT_MESSAGE,
     code::UNKNOWN_TOPIC_OR_PARTITION,
     code::INVALID_FETCH_SIZE,
     code::LEADER_NOT_AVAILABLE,
-    code::NOT_LEADER_OR_FOLLOWER,
     code::MESSAGE_TOO_LARGE,
     code::INVALID_TOPIC_EXCEPTION,
     code::RECORD_LIST_TOO_LARGE,
@@ -119,11 +122,11 @@ pub const DEFINITE_CODES: &[ErrorCode] = &[
     code::UNKNOWN_TOPIC_ID,
 ];
 
-/// Codes worth retrying: the leader moved or is not ready yet; nothing was applied.
+/// Codes worth retrying: the leader moved or is not ready yet; nothing was applied. (Every code
+/// outside `DEFINITE_CODES`, NOT_LEADER_OR_FOLLOWER among them, is retried too.)
 const RETRIABLE_DEFINITE_CODES: &[ErrorCode] = &[
     code::UNKNOWN_TOPIC_OR_PARTITION,
     code::LEADER_NOT_AVAILABLE,
-    code::NOT_LEADER_OR_FOLLOWER,
     code::NOT_ENOUGH_REPLICAS,
 ];
 
