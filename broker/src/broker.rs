@@ -344,7 +344,8 @@ impl<D: Disk, C: Clock> Broker<D, C> {
                     // Nothing is committed until a leader says so.
                     p.set_replication_hw(0);
                     fresh.insert(key.clone(), (id, Arc::new(p)));
-                    tracing::info!(topic = %key.0, partition = key.1, "replica opened");
+                    tracing::info!(node = self.node_id, topic = %key.0, partition = key.1,
+                        "replica opened");
                 }
                 Err(e) => tracing::error!(topic = %key.0, partition = key.1, "open failed: {e}"),
             }
@@ -408,7 +409,7 @@ impl<D: Disk, C: Clock> Broker<D, C> {
                             start,
                             now_ms,
                         );
-                        tracing::info!(topic = %key.0, partition = key.1,
+                        tracing::info!(node = self.node_id, topic = %key.0, partition = key.1,
                             epoch = p.leader_epoch, isr = ?p.isr, leo, hw, "leading");
                         partition.install_leader(LeaderSlot::new(t.topic_id, core, leo))
                     }
@@ -439,8 +440,8 @@ impl<D: Disk, C: Clock> Broker<D, C> {
         let (tx, rx) = watch::channel(false);
         followers.insert(key.clone(), (target, tx));
         drop(followers);
-        tracing::info!(topic = %key.0, partition = key.1, leader = target.leader,
-            epoch = target.leader_epoch, "following");
+        tracing::info!(node = self.node_id, topic = %key.0, partition = key.1,
+            leader = target.leader, epoch = target.leader_epoch, "following");
         tokio::spawn(crate::replication::run_follower(
             self.clone(),
             partition.clone(),

@@ -15,6 +15,8 @@ use samsa_sim::seed::Seed;
 pub mod groups;
 #[cfg(madsim)]
 pub mod quorum;
+#[cfg(madsim)]
+pub mod replication;
 pub mod scenarios;
 #[cfg(madsim)]
 pub mod sim_run;
@@ -106,6 +108,10 @@ pub struct SimOptions {
     pub quorum_nodes: u32,
     pub quorum_voters: u32,
     pub wipe_p: f64,
+    /// Replication scenarios: the topic's replication factor and `min.insync.replicas`
+    /// (0: the broker's defaults, no topic config).
+    pub replication_factor: i16,
+    pub min_insync: i32,
 }
 
 impl SimOptions {
@@ -155,6 +161,8 @@ impl SimOptions {
             quorum_nodes: 0,
             quorum_voters: 0,
             wipe_p: 0.0,
+            replication_factor: 0,
+            min_insync: 0,
         }
     }
 
@@ -177,7 +185,7 @@ impl SimOptions {
              dup={:.2} key_bytes={} pause_ms={} safety_ms={} liveness_ms={} members={} \
              member_leave={:.2} member_crash={:.2} member_pause={:.2} stale_commit={:.2} \
              compacted={} keys={}+{} tombstone={:.2} segment_ms={} dirty_ratio={:.2} \
-             delete_retention_ms={} clean_now={:.2} quorum={}/{} wipe={:.2}",
+             delete_retention_ms={} clean_now={:.2} quorum={}/{} wipe={:.2} rf={} min_isr={}",
             self.partitions,
             self.producers,
             idem.join(","),
@@ -234,6 +242,8 @@ impl SimOptions {
             self.quorum_voters,
             self.quorum_nodes,
             self.wipe_p,
+            self.replication_factor,
+            self.min_insync,
         )
     }
 }
@@ -353,6 +363,18 @@ pub fn all() -> &'static [Scenario] {
     scenarios::ALL
 }
 
+/// Scenarios `sweep` and `smoke` leave out: they run by name (`run`, `batch`) and in `mutants`
+/// only, until they pass at least 499 seeds in 500. Empty: `cluster_replication` joined the
+/// rotation once cluster-mode producer ids were striped by node id (seed 15), the client took
+/// NOT_LEADER_OR_FOLLOWER on produce as ambiguous (1489) and its settle waited for every node
+/// to agree (804, 861): 2,000 of 2,000 seeds passed.
+pub const NOT_IN_ROTATION: &[&str] = &[];
+
+/// The scenarios fresh sweeps and smoke runs rotate over.
+pub fn in_rotation() -> impl Iterator<Item = &'static Scenario> {
+    all().iter().filter(|s| !NOT_IN_ROTATION.contains(&s.name))
+}
+
 pub fn find(name: &str) -> Option<&'static Scenario> {
     all().iter().find(|s| s.name == name)
 }
@@ -370,6 +392,7 @@ pub fn mutant_targets(mutant: &str) -> &'static [&'static str] {
             &["single_compaction"]
         }
         "raft_vote_without_log_check" | "raft_vote_persisted_after_reply" => &["cluster_quorum"],
+        "ack_before_isr" => &["cluster_replication"],
         _ => &[],
     }
 }

@@ -114,7 +114,80 @@ pub const ALL: &[Scenario] = &[
         options: cluster_quorum,
         checks: QUORUM_CHECKS,
     },
+    Scenario {
+        name: "cluster_replication",
+        about: "3 brokers in cluster mode (all voters), an RF=3 topic with min ISR 1-3, \
+                idempotent acks=all producers; power loss and restart, pauses, one node cut \
+                off from its peers (both ways, one way) or from everyone, clock jumps; then \
+                full ISRs, every acked record at its offset, in-sync replicas byte-identical \
+                below the high watermark; atlas: no disk EIO, no bit flips, no wipe",
+        options: cluster_replication,
+        checks: REPLICATION_CHECKS,
+    },
 ];
+
+/// The single-node safety checks that hold for a replicated partition too, plus agreement of
+/// the in-sync replicas. Not `hw_bounded`: a new leader may report a lower high watermark than
+/// its predecessor told the same client (Kafka's too: followers learn the high watermark one
+/// fetch late), so it goes backwards across a leader change (seed 17: 11, then 10 from the
+/// new leader).
+const REPLICATION_CHECKS: &[&str] = &[
+    "no_panic",
+    "acked_durable",
+    "offsets_unique",
+    "no_duplicates",
+    "reads_valid",
+    "poll_monotonic",
+    "producer_order",
+    "idempotent_retry",
+    "liveness",
+    "replicas_agree",
+];
+
+/// Atlas: power loss with torn/reordered unsynced writes on one node at a time, pauses,
+/// partitions between one node and its peers (both ways or one way) or everyone, packet loss,
+/// short reads/writes and resets, slow disks, per-node clock offsets, drift and jumps. No EIO,
+/// no bit flips, no wipe (a wiped replica is a disk-failure scenario of its own).
+pub fn cluster_replication(s: &mut Seed) -> SimOptions {
+    let mut o = SimOptions::base();
+    o.partitions = s.range_u64(1, 3) as i32;
+    o.replication_factor = 3;
+    o.min_insync = s.range_u64(1, 3) as i32;
+    o.producers = s.range_u64(1, 2) as u32;
+    o.idempotent = vec![true; o.producers as usize];
+    o.consumers = s.range_u64(0, 1) as u32;
+    o.sends_per_producer = s.range_u64(20, 120) as u32;
+    o.send_pause_ms = s.range_u64(20, 300);
+    o.safety_ms = s.range_u64(10_000, 30_000);
+    o.liveness_ms = 60_000;
+    o.segment_bytes = *s.pick(&[4_096i64, 16_384, 1 << 20]).unwrap_or(&(1 << 20));
+    o.key_bytes = *s.pick(&[0u64, 100, 700]).unwrap_or(&0);
+    o.buggify = s.chance(0.5);
+    o.latency_ms = (1, s.range_u64(2, 10));
+    clock(s, &mut o);
+    o.crash_p = s.rate(0.3, 0.3);
+    o.pause_p = s.rate(0.5, 0.2);
+    o.partition_p = s.rate(0.3, 0.4);
+    o.packet_loss = s.rate(0.6, 0.02);
+    o.chaos = ChaosConfig {
+        short_read: s.rate(0.5, 0.3),
+        short_write: s.rate(0.5, 0.3),
+        reset_after_flush: s.rate(0.7, 0.02),
+        connect_refused: s.rate(0.7, 0.05),
+    };
+    o.disk = DiskFaults {
+        crash_torn: s.rate(0.3, 0.7),
+        crash_reorder: s.rate(0.3, 0.7),
+        latency_us: if s.chance(0.3) {
+            Some((10, s.range_u64(100, 5_000)))
+        } else {
+            None
+        },
+        ..DiskFaults::NONE
+    };
+    o.nemesis_step_ms = (300, s.range_u64(800, 2_500));
+    o
+}
 
 const QUORUM_CHECKS: &[&str] = &[
     "no_panic",

@@ -101,6 +101,14 @@ fn run_seed_on_this_thread(
             hooks: hooks.clone(),
         };
         block_on_caught(rt, crate::quorum::supervise(q))
+    } else if scenario.name == crate::replication::SCENARIO {
+        let r = crate::replication::ReplRun {
+            seed,
+            opts: opts.clone(),
+            trace: trace.clone(),
+            hooks: hooks.clone(),
+        };
+        block_on_caught(rt, crate::replication::supervise(r))
     } else {
         block_on_caught(rt, supervise(run))
     };
@@ -256,6 +264,7 @@ async fn supervise(run: Run) -> (History, u64, Coverage) {
         trace: run.trace.clone(),
         opts: run.opts.clone(),
         stop: Arc::new(AtomicBool::new(false)),
+        bootstrap: Vec::new(),
     };
     let mut client_ids = Vec::new();
     let mut tasks = Vec::new();

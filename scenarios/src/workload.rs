@@ -13,8 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ProduceRequest, TopicName};
+use kafka_protocol::messages::{CreateTopicsRequest, ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use samsa_net::client::{
     Admin, ClientConfig, ClientError, Connection, Consumer, Producer, ProducerConfig,
@@ -50,6 +51,8 @@ pub struct Workload {
     /// Set by the supervisor during the liveness phase: invoke nothing new, let in-flight
     /// operations resolve.
     pub stop: Arc<AtomicBool>,
+    /// Every broker's client address (cluster scenarios); empty: `broker` alone.
+    pub bootstrap: Vec<SocketAddr>,
 }
 
 fn lock(h: &Mutex<History>) -> std::sync::MutexGuard<'_, History> {
@@ -75,6 +78,15 @@ impl Workload {
         ChaosNet::new(TokioNet, self.chaos.clone())
     }
 
+    /// The clients' bootstrap addresses.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        if self.bootstrap.is_empty() {
+            vec![self.broker]
+        } else {
+            self.bootstrap.clone()
+        }
+    }
+
     fn invoke(&self, process: u32, call: Call) -> Option<u64> {
         let line = format!("invoke p{process} {call:?}");
         let id = lock(&self.history).invoke(process, now_ms(), call);
@@ -90,8 +102,11 @@ impl Workload {
     }
 
     /// Creates the topic (already existing is fine); bounded attempts.
-    async fn ensure_topic(&self, name: String) {
-        let mut admin = Admin::new(self.net(), vec![self.broker], client_config(name));
+    pub(crate) async fn ensure_topic(&self, name: String) {
+        if self.opts.replication_factor > 0 {
+            return self.ensure_replicated_topic(name).await;
+        }
+        let mut admin = Admin::new(self.net(), self.addrs(), client_config(name));
         for _ in 0..CREATE_ATTEMPTS_MAX {
             let partitions = self.opts.partitions.clamp(1, PARTITIONS_MAX);
             match admin
@@ -106,9 +121,60 @@ impl Workload {
     }
 }
 
-/// The topic's configs: none, or the compaction scenario's drawn ones.
+impl Workload {
+    /// Cluster scenarios: CreateTopics with the drawn replication factor, sent to each broker
+    /// in turn until the active controller takes it (the others answer NOT_CONTROLLER).
+    async fn ensure_replicated_topic(&self, name: String) {
+        let config = client_config(name);
+        let addrs = self.addrs();
+        for attempt in 0..CREATE_ATTEMPTS_MAX {
+            let addr = addrs[attempt as usize % addrs.len()];
+            let mut topic = CreatableTopic::default();
+            topic.name = TopicName(StrBytes::from_static_str(TOPIC));
+            topic.num_partitions = self.opts.partitions.clamp(1, PARTITIONS_MAX);
+            topic.replication_factor = self.opts.replication_factor;
+            topic.configs = topic_configs(&self.opts)
+                .into_iter()
+                .map(|(k, v)| {
+                    let mut c = CreatableTopicConfig::default();
+                    c.name = StrBytes::from_string(k);
+                    c.value = Some(StrBytes::from_string(v));
+                    c
+                })
+                .collect();
+            let mut request = CreateTopicsRequest::default();
+            request.topics = vec![topic];
+            request.timeout_ms = 5_000;
+            let answer = match Connection::connect(&self.net(), addr, &config).await {
+                Ok(mut conn) => conn.call(&request, Duration::ZERO).await,
+                Err(e) => Err(e),
+            };
+            let error = match &answer {
+                Ok(r) => r.topics.first().map(|t| t.error_code),
+                Err(_) => None,
+            };
+            match error {
+                Some(code::NONE) | Some(code::TOPIC_ALREADY_EXISTS) => return,
+                Some(code::NOT_CONTROLLER) => {}
+                _ => {
+                    self.trace.event(format!(
+                        "create topic at {addr}: {:?}",
+                        answer.map(|r| r.topics.first().map(|t| t.error_code))
+                    ));
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+            }
+        }
+    }
+}
+
+/// The topic's configs: none, the replication scenario's `min.insync.replicas`, or the
+/// compaction scenario's drawn ones.
 pub fn topic_configs(o: &SimOptions) -> Vec<(String, String)> {
     if !o.compacted {
+        if o.min_insync > 0 {
+            return vec![("min.insync.replicas".to_string(), o.min_insync.to_string())];
+        }
         return Vec::new();
     }
     let mut configs = vec![
@@ -225,11 +291,12 @@ pub async fn producer(wl: Workload, id: u32) {
         connect_timeout_ms: 1_000,
         ..ProducerConfig::default()
     };
-    let mut producer = Producer::new(wl.net(), vec![wl.broker], config);
+    let mut producer = Producer::new(wl.net(), wl.addrs(), config);
     // Batches acknowledged under the current producer id and epoch, in sequence order, for
     // delayed duplicates: (value, record, producer id, epoch, sequence).
     // Per partition (the client keeps one sequence per partition).
     let mut acked: BTreeMap<i32, Vec<AckedBatch>> = BTreeMap::new();
+    let mut traced_id = (-1i64, -1i16);
     let partitions = wl.opts.partitions.clamp(1, PARTITIONS_MAX);
     for seq in 0..wl.opts.sends_per_producer {
         if wl.stop.load(Ordering::SeqCst) {
@@ -248,6 +315,13 @@ pub async fn producer(wl: Workload, id: u32) {
         let op = wl.invoke(id, call);
         let outcome = match producer.send(TOPIC, partition, vec![record.clone()]).await {
             Ok(ok) => {
+                if idempotent && producer.producer_id_and_epoch() != traced_id {
+                    traced_id = producer.producer_id_and_epoch();
+                    wl.trace.event(format!(
+                        "p{id} producer id {} epoch {}",
+                        traced_id.0, traced_id.1
+                    ));
+                }
                 if idempotent {
                     let (pid, epoch) = producer.producer_id_and_epoch();
                     if acked.values().flatten().any(|a| (a.2, a.3) != (pid, epoch)) {
@@ -345,7 +419,7 @@ pub async fn consumer(wl: Workload, id: u32) {
     let process = 100 + id;
     let mut seed = Seed::new(wl.seed).child(&format!("consumer{id}"));
     wl.ensure_topic(format!("c{id}-admin")).await;
-    let mut consumer = Consumer::new(wl.net(), vec![wl.broker], client_config(format!("c{id}")));
+    let mut consumer = Consumer::new(wl.net(), wl.addrs(), client_config(format!("c{id}")));
     let partition = (id as i32) % wl.opts.partitions.clamp(1, PARTITIONS_MAX);
     let mut position = 0i64;
     // A consumer whose position became invalid restarts as a new incarnation (a new "consumer"
@@ -403,11 +477,13 @@ pub async fn final_read(wl: Workload) -> FinalLog {
     };
     // The final reader retries on its own terms (see `final_read_partition`): client-level
     // retries with backoff would make walking a long refused range outlast the liveness bound.
+    // In a cluster it needs one retry: the client learns the partition leaders only when an
+    // answer says the leader moved and a retry is left.
     let config = ClientConfig {
-        retries: 0,
+        retries: if wl.bootstrap.is_empty() { 0 } else { 2 },
         ..client_config("final".into())
     };
-    let mut consumer = Consumer::new(wl.net(), vec![wl.broker], config);
+    let mut consumer = Consumer::new(wl.net(), wl.addrs(), config);
     for partition in 0..wl.opts.partitions.clamp(1, PARTITIONS_MAX) {
         let done = final_read_partition(&wl, &mut consumer, partition, &mut log).await;
         log.complete &= done;

@@ -160,6 +160,21 @@ pub struct History {
     pub delete_retention_ms: Option<i64>,
     /// What the Raft quorum scenarios recorded (empty elsewhere: the raft checks pass).
     pub raft: RaftHistory,
+    /// Replication scenarios: per partition, the replicas' local logs read after quiescence
+    /// (empty elsewhere, and when the cluster never went quiet: `replicas_agree` passes).
+    pub replicas: BTreeMap<i32, ReplicaLogs>,
+}
+
+/// One partition's replicas after quiescence, read from each node's own storage.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaLogs {
+    /// The high watermark the leader reported once every fault had healed.
+    pub high_watermark: i64,
+    pub leader: i32,
+    pub isr: Vec<i32>,
+    /// Per ISR member: its log end offset and its stored batches below the high watermark,
+    /// or why its log could not be read.
+    pub logs: BTreeMap<i32, Result<(i64, Vec<u8>), String>>,
 }
 
 /// The omniscient record of a Raft quorum run: what every node did, durably or on the wire.

@@ -37,6 +37,7 @@ pub const MUTANTS: &[&str] = &[
     "cleaner_swap_no_sync_dir",
     "raft_vote_without_log_check",
     "raft_vote_persisted_after_reply",
+    "ack_before_isr",
 ];
 
 #[derive(Debug, Default, Clone, Copy)]

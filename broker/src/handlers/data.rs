@@ -145,6 +145,8 @@ pub async fn produce<D: Disk, C: Clock>(
                     let (alter, waiter) = p.leader_appended(a.end_offset, acks == -1);
                     crate::replication::send_alter_partitions(broker, p, alter);
                     match waiter {
+                        // Planted bug: answer after the local append, not once the ISR has it.
+                        Some(_) if broker.hooks.mutant("ack_before_isr") => Ok((a, None)),
                         Some(wait) => Ok((a, Some((p.clone(), wait)))),
                         None if acks == -1 => Err(code::NOT_LEADER_OR_FOLLOWER),
                         None => Ok((a, None)),

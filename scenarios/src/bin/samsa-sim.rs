@@ -153,6 +153,12 @@ fn list() -> ExitCode {
             s.about.split_whitespace().collect::<Vec<_>>().join(" ")
         );
         println!("  {:<20} checks: {}", "", s.checks.join(", "));
+        if samsa_scenarios::NOT_IN_ROTATION.contains(&s.name) {
+            println!(
+                "  {:<20} (by name only: not in sweep or smoke rotation)",
+                ""
+            );
+        }
     }
     println!("mutants:");
     for m in MUTANTS {
@@ -474,7 +480,7 @@ fn sweep(budget: Budget, jobs: Option<usize>, base: u64, label: &str) -> ExitCod
         return ExitCode::from(2);
     }
     let jobs = jobs.unwrap_or_else(default_jobs).clamp(1, JOBS_MAX);
-    let scenarios: Vec<&str> = all().iter().map(|s| s.name).collect();
+    let scenarios: Vec<&str> = samsa_scenarios::in_rotation().map(|s| s.name).collect();
     let regs = read_regressions();
     let started = Instant::now();
     // Work list: regressions first, then fresh seeds round-robin over the scenarios.

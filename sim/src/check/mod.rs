@@ -27,6 +27,7 @@ pub mod raft_liveness;
 pub mod raft_no_double_vote;
 pub mod raft_one_leader_per_term;
 pub mod reads_valid;
+pub mod replicas_agree;
 
 /// A check: `Err(message)` names the first violation.
 pub type CheckFn = fn(&History) -> Result<(), String>;
@@ -62,6 +63,7 @@ pub const ALL: &[(&str, CheckFn)] = &[
     ("raft_applied_agree", raft_applied_agree::check),
     ("raft_no_double_vote", raft_no_double_vote::check),
     ("raft_liveness", raft_liveness::check),
+    ("replicas_agree", replicas_agree::check),
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq)]

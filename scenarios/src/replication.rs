@@ -1,0 +1,613 @@
+//! Scenario `cluster_replication`: three madsim nodes each run the real broker in cluster mode
+//! (all three are metadata voters and brokers) on their own `SimDisk`, skewed `SimClock` and a
+//! chaos network; the single-node workload (samsa-net's client) creates an RF=3 topic with a
+//! drawn `min.insync.replicas`, runs idempotent acks=all producers and an optional consumer;
+//! a nemesis power-fails and restarts nodes, pauses them, cuts one node off from its peers
+//! (both ways, one way, or from everyone) and jumps node clocks. The liveness phase heals
+//! everything, waits for every partition's ISR to be full again, reads every partition from
+//! its leader, then freezes the nodes and reads every in-sync replica's local log from its own
+//! disk for `replicas_agree`. Never shares state between runs; never draws from anything but
+//! the run's seed.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use madsim::net::NetSim;
+use madsim::runtime::Handle;
+use samsa_broker::NodeConfig;
+use samsa_net::client::{Admin, ClientConfig};
+use samsa_net::TokioNet;
+use samsa_sim::chaos::{Chaos, ChaosConfig, ChaosNet};
+use samsa_sim::clock::SimClock;
+use samsa_sim::coverage::Coverage;
+use samsa_sim::disk::{DiskFaults, SimDisk, SimFs};
+use samsa_sim::history::{History, ReplicaLogs};
+use samsa_sim::hooks::SimHooks;
+use samsa_sim::seed::{child_seed, Seed};
+use samsa_sim::trace::Trace;
+
+use crate::workload::{self, Workload, PARTITIONS_MAX, TOPIC};
+use crate::SimOptions;
+
+pub const SCENARIO: &str = "cluster_replication";
+/// Brokers (each also a metadata voter).
+pub const NODES: u32 = 3;
+pub const CLIENT_PORT: u16 = 9092;
+pub const CONTROLLER_PORT: u16 = 9093;
+/// Client nodes a run may create (producers + consumers).
+pub const CLIENT_NODES_MAX: u32 = 8;
+/// How long after healing clients may still start new operations.
+pub const LIVENESS_NEW_OPS_MS: u64 = 3_000;
+/// Attempts to start a node's broker (its address may still be held just after a kill).
+pub const START_ATTEMPTS_MAX: u32 = 50;
+pub const START_RETRY_MS: u64 = 100;
+/// Metadata polls while waiting for every ISR to be full after healing.
+pub const SETTLE_POLLS_MAX: u32 = 1_000;
+pub const SETTLE_POLL_MS: u64 = 200;
+/// Bytes one local-log read returns, and reads per replica (bounds the replica reader).
+pub const REPLICA_READ_BYTES: usize = 1 << 20;
+pub const REPLICA_READS_MAX: u32 = 10_000;
+
+/// Everything the runner hands a replication run.
+pub struct ReplRun {
+    pub seed: u64,
+    pub opts: SimOptions,
+    pub trace: Trace,
+    pub hooks: Arc<SimHooks>,
+}
+
+fn now_ms() -> u64 {
+    samsa_sim::sim_now_ms()
+}
+
+fn node_ip(i: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 4, (i + 1) as u8))
+}
+
+fn client_addr(i: u32) -> SocketAddr {
+    SocketAddr::new(node_ip(i), CLIENT_PORT)
+}
+
+fn voters() -> String {
+    (0..NODES)
+        .map(|i| format!("{}@{}", i + 1, SocketAddr::new(node_ip(i), CONTROLLER_PORT)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn broker_config(run: &ReplRun, i: u32, seed: u64) -> NodeConfig {
+    NodeConfig {
+        node_id: i as i32 + 1,
+        listen: client_addr(i).to_string(),
+        data_dir: "data".to_string(),
+        flush_policy: run.opts.flush_policy.to_string(),
+        segment_bytes: run.opts.segment_bytes,
+        num_partitions: run.opts.partitions,
+        seed,
+        voters: Some(voters()),
+        broker_heartbeat_interval_ms: 300,
+        broker_session_timeout_ms: 3_000,
+        ..NodeConfig::default()
+    }
+}
+
+fn client_config(name: &str) -> ClientConfig {
+    ClientConfig {
+        client_id: name.to_string(),
+        connect_timeout_ms: 1_000,
+        request_timeout_ms: 2_000,
+        // At least one: the client re-learns a moved leader only when a retry is left.
+        retries: 2,
+        retry_backoff_ms: 100,
+    }
+}
+
+/// Runs one seed of `cluster_replication`; returns the history, simulated ms and coverage.
+pub async fn supervise(run: ReplRun) -> (History, u64, Coverage) {
+    let h = Handle::current();
+    let fs = madsim::plugin::simulator::<SimFs>();
+    fs.shared.set_run_seed(run.seed);
+    fs.shared.set_trace(run.trace.clone());
+    if run.opts.net_buggify {
+        madsim::buggify::enable();
+    }
+    let o = run.opts.clone();
+    run.trace.event(format!(
+        "replication nodes={NODES} partitions={} rf={} min_isr={}",
+        o.partitions, o.replication_factor, o.min_insync
+    ));
+    let mut cseed = Seed::new(run.seed).child("replication/clocks");
+    let clocks: Vec<SimClock> = (0..NODES)
+        .map(|_| {
+            let offset = if o.clock_offset_ms != 0 {
+                cseed.range_u64(0, 2 * o.clock_offset_ms.unsigned_abs()) as i64
+                    - o.clock_offset_ms.abs()
+            } else {
+                0
+            };
+            let c = SimClock::new(offset);
+            if o.clock_drift_ppm != 0 {
+                let d = o.clock_drift_ppm.abs();
+                c.set_drift_ppm(cseed.range_u64(0, 2 * d as u64) as i64 - d);
+            }
+            c
+        })
+        .collect();
+    let broker_chaos = Chaos::new(child_seed(run.seed, "broker/chaos"), o.chaos.clone());
+    let client_chaos = Chaos::new(child_seed(run.seed, "client/chaos"), o.chaos.clone());
+    let run = Arc::new(run);
+
+    let mut node_ids = Vec::new();
+    for i in 0..NODES {
+        let incarnations = Arc::new(AtomicU64::new(0));
+        let base = child_seed(run.seed, &format!("broker/n{i}"));
+        let (run, clock, chaos) = (
+            run.clone(),
+            clocks[i as usize].clone(),
+            broker_chaos.clone(),
+        );
+        let node = h
+            .create_node()
+            .name(format!("broker{}", i + 1))
+            .ip(node_ip(i))
+            .init(move || {
+                let (run, clock, chaos, incarnations) = (
+                    run.clone(),
+                    clock.clone(),
+                    chaos.clone(),
+                    incarnations.clone(),
+                );
+                async move {
+                    let k = incarnations.fetch_add(1, Ordering::SeqCst);
+                    let seed = if k == 0 {
+                        base
+                    } else {
+                        child_seed(base, &format!("incarnation{k}"))
+                    };
+                    run.trace.event(format!("n{} start #{k}", i + 1));
+                    // A restarted node's old listeners may still hold its addresses for a
+                    // moment: retry a start that failed at once, bounded.
+                    for attempt in 0..START_ATTEMPTS_MAX {
+                        let net = ChaosNet::new(TokioNet, chaos.clone());
+                        let result = samsa_broker::run_node(
+                            broker_config(&run, i, seed),
+                            SimDisk::current(),
+                            clock.clone(),
+                            net,
+                            run.hooks.hooks(),
+                            std::future::pending::<()>(),
+                        )
+                        .await;
+                        match result {
+                            Ok(()) => {
+                                run.trace.event(format!("n{} exited", i + 1));
+                                return;
+                            }
+                            Err(e) => {
+                                run.trace
+                                    .event(format!("n{} halted ({attempt}): {e}", i + 1));
+                                madsim::time::sleep(Duration::from_millis(START_RETRY_MS)).await;
+                            }
+                        }
+                    }
+                }
+            })
+            .build();
+        fs.shared
+            .set_faults(samsa_sim::disk::node_number(node.id()), o.disk.clone());
+        node_ids.push(node.id());
+    }
+
+    let history = Arc::new(Mutex::new(History {
+        fsync_policy: o.flush_policy == "fsync",
+        ..History::default()
+    }));
+    let wl = Workload {
+        seed: run.seed,
+        broker: client_addr(0),
+        chaos: client_chaos.clone(),
+        history: history.clone(),
+        trace: run.trace.clone(),
+        opts: o.clone(),
+        stop: Arc::new(AtomicBool::new(false)),
+        bootstrap: (0..NODES).map(client_addr).collect(),
+    };
+    let mut client_ids = Vec::new();
+    let mut tasks = Vec::new();
+    let actors = (o.producers + o.consumers).min(CLIENT_NODES_MAX);
+    for i in 0..actors {
+        let node = h
+            .create_node()
+            .name(format!("client{i}"))
+            .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 1, (i + 1) as u8)))
+            .build();
+        client_ids.push(node.id());
+        let wl = wl.clone();
+        let producers = o.producers;
+        let task = if i < producers {
+            node.spawn(async move { workload::producer(wl, i).await })
+        } else {
+            node.spawn(async move { workload::consumer(wl, i - producers).await })
+        };
+        tasks.push(task);
+    }
+
+    // Safety phase: faults.
+    let net = NetSim::current();
+    let mut seed = Seed::new(run.seed).child("nemesis");
+    let mut counts = Coverage::default();
+    for name in [
+        "nemesis.crash",
+        "nemesis.pause",
+        "nemesis.partition",
+        "nemesis.isolate_from_peers",
+        "nemesis.isolate",
+        "nemesis.one_way",
+        "nemesis.clock_jump",
+    ] {
+        counts.add(name, 0);
+    }
+    let safety_end = now_ms() + o.safety_ms;
+    let n = node_ids.len();
+    while now_ms() < safety_end {
+        let step = seed.range_u64(o.nemesis_step_ms.0, o.nemesis_step_ms.1);
+        madsim::time::sleep(Duration::from_millis(step)).await;
+        let i = seed.range_u64(0, n as u64 - 1) as usize;
+        if seed.chance(o.crash_p) {
+            run.trace.event(format!("nemesis: power-fail n{}", i + 1));
+            counts.add("nemesis.crash", 1);
+            h.kill(node_ids[i]);
+            madsim::time::sleep(Duration::from_millis(seed.range_u64(10, 3_000))).await;
+            h.kill(node_ids[i]);
+            h.restart(node_ids[i]);
+        } else if seed.chance(o.pause_p) {
+            let d = seed.range_u64(200, 5_000);
+            run.trace.event(format!("nemesis: pause n{} {d} ms", i + 1));
+            counts.add("nemesis.pause", 1);
+            h.pause(node_ids[i]);
+            madsim::time::sleep(Duration::from_millis(d)).await;
+            h.resume(node_ids[i]);
+        } else if seed.chance(o.partition_p) {
+            let d = seed.range_u64(500, 8_000);
+            counts.add("nemesis.partition", 1);
+            let peers: Vec<usize> = (0..n).filter(|&j| j != i).collect();
+            let links: Vec<(usize, usize)> = match seed.range_u64(0, 3) {
+                0 => {
+                    run.trace
+                        .event(format!("nemesis: cut n{} from its peers {d} ms", i + 1));
+                    counts.add("nemesis.isolate_from_peers", 1);
+                    peers.iter().flat_map(|&j| [(i, j), (j, i)]).collect()
+                }
+                1 => {
+                    run.trace
+                        .event(format!("nemesis: isolate n{} {d} ms", i + 1));
+                    counts.add("nemesis.isolate", 1);
+                    net.clog_node(node_ids[i]);
+                    madsim::time::sleep(Duration::from_millis(d)).await;
+                    net.unclog_node(node_ids[i]);
+                    continue;
+                }
+                2 => {
+                    run.trace
+                        .event(format!("nemesis: one-way n{} -x-> peers {d} ms", i + 1));
+                    counts.add("nemesis.one_way", 1);
+                    peers.iter().map(|&j| (i, j)).collect()
+                }
+                _ => {
+                    run.trace
+                        .event(format!("nemesis: one-way peers -x-> n{} {d} ms", i + 1));
+                    counts.add("nemesis.one_way", 1);
+                    peers.iter().map(|&j| (j, i)).collect()
+                }
+            };
+            for &(a, b) in &links {
+                net.clog_link(node_ids[a], node_ids[b]);
+            }
+            madsim::time::sleep(Duration::from_millis(d)).await;
+            for &(a, b) in &links {
+                net.unclog_link(node_ids[a], node_ids[b]);
+            }
+        } else if seed.chance(o.clock_jump_p) {
+            let delta = seed.range_u64(0, 600_000) as i64 - 300_000;
+            run.trace
+                .event(format!("nemesis: clock jump n{} {delta} ms", i + 1));
+            counts.add("nemesis.clock_jump", 1);
+            clocks[i].jump(delta);
+        }
+    }
+
+    // Liveness phase: heal everything, let in-flight operations resolve, wait for full ISRs.
+    run.trace.event("liveness: heal");
+    for id in &node_ids {
+        fs.shared
+            .set_faults(samsa_sim::disk::node_number(*id), DiskFaults::NONE);
+        net.unclog_node(*id);
+    }
+    for a in &node_ids {
+        for b in &node_ids {
+            net.unclog_link(*a, *b);
+        }
+    }
+    broker_chaos.set_config(ChaosConfig::NONE);
+    client_chaos.set_config(ChaosConfig::NONE);
+    run.hooks.set_enabled(false);
+    for c in &clocks {
+        c.heal();
+    }
+    madsim::buggify::disable();
+    net.update_config(|c| c.packet_loss_rate = 0.0);
+    let liveness_end = now_ms() + o.liveness_ms;
+    madsim::time::sleep(Duration::from_millis(LIVENESS_NEW_OPS_MS)).await;
+    wl.stop.store(true, Ordering::SeqCst);
+    let mut pending = 0u64;
+    for task in tasks {
+        let left = liveness_end.saturating_sub(now_ms()).max(1);
+        if madsim::time::timeout(Duration::from_millis(left), task)
+            .await
+            .is_err()
+        {
+            pending += 1;
+        }
+    }
+    let observer = h
+        .create_node()
+        .name("final-reader")
+        .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 2, 1)))
+        .build();
+    let settled = {
+        let (wl, end) = (wl.clone(), liveness_end);
+        observer
+            .spawn(async move { settle(&wl, end).await })
+            .await
+            .unwrap_or(Err("settle task lost".into()))
+    };
+    run.trace.event(format!("liveness: settled {settled:?}"));
+    let final_log = {
+        let wl = wl.clone();
+        let left = liveness_end.saturating_sub(now_ms()).max(1_000);
+        let read = observer.spawn(async move { workload::final_read(wl).await });
+        match madsim::time::timeout(Duration::from_millis(left), read).await {
+            Ok(Ok(log)) => log,
+            _ => Default::default(),
+        }
+    };
+    run.trace
+        .event(format!("final log complete={}", final_log.complete));
+
+    // Quiescence: no client writes any more and every ISR is full. Settle once more (the final
+    // read took time), freeze the nodes, and read each in-sync replica's log from its own disk.
+    let mut replicas = BTreeMap::new();
+    if let Ok(first) = &settled {
+        let again = {
+            let (wl, end) = (wl.clone(), liveness_end);
+            observer
+                .spawn(async move { settle(&wl, end).await })
+                .await
+                .unwrap_or(Err("settle task lost".into()))
+        };
+        match again {
+            Ok(view) if view == *first => {
+                for id in &node_ids {
+                    h.pause(*id);
+                }
+                for (partition, (leader, isr, hw)) in &view.partitions {
+                    let mut logs = BTreeMap::new();
+                    for node in isr {
+                        let disk = fs
+                            .shared
+                            .disk(samsa_sim::disk::node_number(node_ids[*node as usize - 1]));
+                        let dir = samsa_broker::partition::partition_dir(
+                            TOPIC,
+                            *partition,
+                            view.topic_id,
+                        );
+                        let log = read_local_log(disk, &dir, *hw).await;
+                        run.trace.event(format!(
+                            "replica n{node} partition={partition} hw={hw} log={:?}",
+                            log.as_ref().map(|(leo, b)| (*leo, b.len()))
+                        ));
+                        logs.insert(*node, log);
+                    }
+                    replicas.insert(
+                        *partition,
+                        ReplicaLogs {
+                            high_watermark: *hw,
+                            leader: *leader,
+                            isr: isr.clone(),
+                            logs,
+                        },
+                    );
+                }
+                for id in &node_ids {
+                    h.resume(*id);
+                }
+            }
+            other => run.trace.event(format!(
+                "liveness: view moved after the final read: {other:?}"
+            )),
+        }
+    }
+
+    let mut history = std::mem::take(&mut *history.lock().unwrap_or_else(|p| p.into_inner()));
+    history.final_log = final_log;
+    history.liveness_pending = pending;
+    history.liveness_converged = pending == 0 && history.final_log.complete && settled.is_ok();
+    history.replicas = replicas;
+    let sim_ms = now_ms();
+    counts.merge(&fs.shared.coverage());
+    counts.merge(&broker_chaos.coverage());
+    counts.merge(&client_chaos.coverage());
+    for c in &clocks {
+        counts.merge(&c.coverage());
+    }
+    counts.merge(&run.hooks.coverage());
+    (history, sim_ms, counts)
+}
+
+/// The topic once settled: its id and, per partition, (leader, ISR sorted, high watermark).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SettledView {
+    topic_id: uuid::Uuid,
+    partitions: BTreeMap<i32, (i32, Vec<i32>, i64)>,
+}
+
+/// Polls Metadata (and the leaders' high watermarks) until every partition of the topic has a
+/// leader and a full ISR, and its high watermark has reached the listed end offset.
+async fn settle(wl: &Workload, end_ms: u64) -> Result<SettledView, String> {
+    let net = ChaosNet::new(TokioNet, wl.chaos.clone());
+    let mut admin = Admin::new(net.clone(), wl.addrs(), client_config("settle"));
+    let mut consumer =
+        samsa_net::client::Consumer::new(net, wl.addrs(), client_config("settle-hw"));
+    let partitions = wl.opts.partitions.clamp(1, PARTITIONS_MAX);
+    let rf = wl.opts.replication_factor.max(1) as usize;
+    let mut last = String::from("no answer");
+    for _ in 0..SETTLE_POLLS_MAX {
+        if now_ms() >= end_ms {
+            break;
+        }
+        madsim::time::sleep(Duration::from_millis(SETTLE_POLL_MS)).await;
+        let metadata = match admin.metadata(Some(vec![TOPIC.to_string()])).await {
+            Ok(m) => m,
+            Err(e) => {
+                last = format!("metadata: {e}");
+                continue;
+            }
+        };
+        let Some(topic) = metadata.topic(TOPIC).filter(|t| t.error_code == 0) else {
+            // The producers may have given up creating it while the controller refused
+            // (INVALID_REPLICATION_FACTOR while a broker was fenced, seed 1765): create it now.
+            last = "topic unknown".into();
+            wl.ensure_topic("settle-admin".to_string()).await;
+            continue;
+        };
+        let mut view = SettledView {
+            topic_id: topic.topic_id,
+            partitions: BTreeMap::new(),
+        };
+        for p in &topic.partitions {
+            let mut isr = p.isr.clone();
+            isr.sort_unstable();
+            view.partitions.insert(p.partition, (p.leader_id, isr, -1));
+        }
+        let full = view.partitions.len() == partitions as usize
+            && view
+                .partitions
+                .values()
+                .all(|(leader, isr, _)| *leader > 0 && isr.len() == rf);
+        if !full {
+            last = format!("not full: {:?}", view.partitions);
+            continue;
+        }
+        // Every node must see the same leaders, epochs and ISRs: a node that was cut off may
+        // still believe in an old epoch (its metadata quorum catches up later) and would answer
+        // Metadata and fetches as the leader it was (seeds 804, 861).
+        let mut agreed = None;
+        let mut disagree = None;
+        for addr in wl.addrs() {
+            let net = ChaosNet::new(TokioNet, wl.chaos.clone());
+            let mut one = Admin::new(net, vec![addr], client_config("settle-one"));
+            let seen = match one.metadata(Some(vec![TOPIC.to_string()])).await {
+                Ok(m) => m.topic(TOPIC).map(|t| {
+                    let mut parts: Vec<(i32, i32, i32, Vec<i32>)> = t
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            let mut isr = p.isr.clone();
+                            isr.sort_unstable();
+                            (p.partition, p.leader_id, p.leader_epoch, isr)
+                        })
+                        .collect();
+                    parts.sort_unstable();
+                    parts
+                }),
+                Err(_) => None,
+            };
+            match (&agreed, seen) {
+                (_, None) => disagree = Some(format!("{addr}: no view")),
+                (None, Some(v)) => agreed = Some(v),
+                (Some(a), Some(v)) if *a != v => disagree = Some(format!("{addr}: {v:?}")),
+                _ => {}
+            }
+        }
+        let same_as_view = agreed.as_ref().is_some_and(|a| {
+            a.len() == view.partitions.len()
+                && a.iter().all(|(p, leader, _, isr)| {
+                    view.partitions
+                        .get(p)
+                        .is_some_and(|(l, i, _)| l == leader && i == isr)
+                })
+        });
+        if let Some(d) = disagree {
+            last = format!("nodes disagree: {d}");
+            continue;
+        }
+        if !same_as_view {
+            last = format!("view moved: {agreed:?}");
+            continue;
+        }
+        // Every partition's high watermark must have reached its end (the producers stopped).
+        let mut caught_up = true;
+        for (partition, entry) in view.partitions.iter_mut() {
+            let hw = consumer.list_offsets(TOPIC, *partition, -1).await;
+            match hw {
+                Ok(ok) => entry.2 = ok.offset,
+                Err(e) => {
+                    last = format!("list offsets {partition} (leader {}): {e}", entry.0);
+                    caught_up = false;
+                }
+            }
+        }
+        if caught_up {
+            return Ok(view);
+        }
+    }
+    // Each node's own view, for the trace of a run that did not settle.
+    for addr in wl.addrs() {
+        let net = ChaosNet::new(TokioNet, wl.chaos.clone());
+        let mut one = Admin::new(net, vec![addr], client_config("settle-one"));
+        let seen = match one.metadata(Some(vec![TOPIC.to_string()])).await {
+            Ok(m) => format!(
+                "controller={} brokers={:?} {:?}",
+                m.controller_id,
+                m.brokers.iter().map(|b| b.node_id).collect::<Vec<_>>(),
+                m.topic(TOPIC).map(|t| t
+                    .partitions
+                    .iter()
+                    .map(|p| (p.partition, p.leader_id, p.leader_epoch, p.isr.clone()))
+                    .collect::<Vec<_>>())
+            ),
+            Err(e) => e.to_string(),
+        };
+        wl.trace.event(format!("settle: {addr} sees {seen}"));
+    }
+    Err(last)
+}
+
+/// One replica's local log read from its own disk: (log end offset, stored bytes below `hw`).
+async fn read_local_log(disk: SimDisk, dir: &str, hw: i64) -> Result<(i64, Vec<u8>), String> {
+    let (log, _) =
+        samsa_storage::PartitionLog::open(disk, dir, samsa_storage::LogConfig::default())
+            .await
+            .map_err(|e| format!("open {dir}: {e}"))?;
+    let leo = log.log_end_offset();
+    let mut bytes = Vec::new();
+    let mut at = log.log_start_offset();
+    for _ in 0..REPLICA_READS_MAX {
+        if at >= hw.min(leo) {
+            return Ok((leo, bytes));
+        }
+        let read = log
+            .read(at, REPLICA_READ_BYTES, Some(hw))
+            .await
+            .map_err(|e| format!("read {dir} at {at}: {e}"))?;
+        if read.bytes.is_empty() || read.next_offset <= at {
+            return Ok((leo, bytes));
+        }
+        bytes.extend_from_slice(&read.bytes);
+        at = read.next_offset;
+    }
+    Err(format!("{dir}: more than {REPLICA_READS_MAX} reads"))
+}
