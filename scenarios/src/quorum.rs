@@ -25,11 +25,10 @@ use samsa_raft::{DirectoryId, Entry, HardState, NodeId, Role, SnapshotMeta, Vote
 use samsa_sim::coverage::Coverage;
 use samsa_sim::disk::{DiskFaults, SimDisk, SimFs};
 use samsa_sim::history::{History, RaftHistory};
-use samsa_sim::hooks::SimHooks;
 use samsa_sim::seed::{child_seed, Seed};
 use samsa_sim::trace::Trace;
 
-use crate::SimOptions;
+use crate::sim_run::Run;
 
 pub const SCENARIO: &str = "cluster_quorum";
 /// Controller port every quorum node listens on (each node has its own IP).
@@ -46,14 +45,6 @@ pub const VOTE_CRASH_QUEUE_MAX: usize = 16;
 pub const START_ATTEMPTS_MAX: u32 = 50;
 /// Pause between start attempts.
 pub const START_RETRY_MS: u64 = 100;
-
-/// Everything the runner hands a quorum run.
-pub struct QuorumRun {
-    pub seed: u64,
-    pub opts: SimOptions,
-    pub trace: Trace,
-    pub hooks: Arc<SimHooks>,
-}
 
 fn now_ms() -> u64 {
     samsa_sim::sim_now_ms()
@@ -190,7 +181,7 @@ fn current_leader(handles: &Handles, n: u32) -> Option<u32> {
 }
 
 /// Runs one seed of `cluster_quorum`; returns the history, simulated ms and coverage.
-pub async fn supervise(run: QuorumRun) -> (History, u64, Coverage) {
+pub(crate) async fn supervise(run: Run) -> (History, u64, Coverage) {
     let h = Handle::current();
     let fs = madsim::plugin::simulator::<SimFs>();
     fs.shared.set_run_seed(run.seed);

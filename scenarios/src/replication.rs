@@ -25,12 +25,10 @@ use samsa_sim::clock::SimClock;
 use samsa_sim::coverage::Coverage;
 use samsa_sim::disk::{DiskFaults, SimDisk, SimFs};
 use samsa_sim::history::{History, ReplicaLogs};
-use samsa_sim::hooks::SimHooks;
 use samsa_sim::seed::{child_seed, Seed};
-use samsa_sim::trace::Trace;
 
+use crate::sim_run::Run;
 use crate::workload::{self, Workload, PARTITIONS_MAX, TOPIC};
-use crate::SimOptions;
 
 pub const SCENARIO: &str = "cluster_replication";
 /// Brokers (each also a metadata voter).
@@ -51,14 +49,6 @@ pub const SETTLE_POLL_MS: u64 = 200;
 pub const REPLICA_READ_BYTES: usize = 1 << 20;
 pub const REPLICA_READS_MAX: u32 = 10_000;
 
-/// Everything the runner hands a replication run.
-pub struct ReplRun {
-    pub seed: u64,
-    pub opts: SimOptions,
-    pub trace: Trace,
-    pub hooks: Arc<SimHooks>,
-}
-
 fn now_ms() -> u64 {
     samsa_sim::sim_now_ms()
 }
@@ -78,7 +68,7 @@ fn voters() -> String {
         .join(",")
 }
 
-fn broker_config(run: &ReplRun, i: u32, seed: u64) -> NodeConfig {
+fn broker_config(run: &Run, i: u32, seed: u64) -> NodeConfig {
     NodeConfig {
         node_id: i as i32 + 1,
         listen: client_addr(i).to_string(),
@@ -106,7 +96,7 @@ fn client_config(name: &str) -> ClientConfig {
 }
 
 /// Runs one seed of `cluster_replication`; returns the history, simulated ms and coverage.
-pub async fn supervise(run: ReplRun) -> (History, u64, Coverage) {
+pub(crate) async fn supervise(run: Run) -> (History, u64, Coverage) {
     let h = Handle::current();
     let fs = madsim::plugin::simulator::<SimFs>();
     fs.shared.set_run_seed(run.seed);

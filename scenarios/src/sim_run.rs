@@ -94,21 +94,9 @@ fn run_seed_on_this_thread(
     // the CPU cost per seed; nothing inside the run can see it.
     let wall = std::time::Instant::now();
     let result = if scenario.name == crate::quorum::SCENARIO {
-        let q = crate::quorum::QuorumRun {
-            seed,
-            opts: opts.clone(),
-            trace: trace.clone(),
-            hooks: hooks.clone(),
-        };
-        block_on_caught(rt, crate::quorum::supervise(q))
+        block_on_caught(rt, crate::quorum::supervise(run))
     } else if scenario.name == crate::replication::SCENARIO {
-        let r = crate::replication::ReplRun {
-            seed,
-            opts: opts.clone(),
-            trace: trace.clone(),
-            hooks: hooks.clone(),
-        };
-        block_on_caught(rt, crate::replication::supervise(r))
+        block_on_caught(rt, crate::replication::supervise(run))
     } else {
         block_on_caught(rt, supervise(run))
     };
@@ -173,12 +161,13 @@ fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
     "panic with a non-string payload".to_string()
 }
 
+/// Everything the runner hands one seed's supervisor (every scenario kind).
 #[derive(Clone)]
-struct Run {
-    seed: u64,
-    opts: SimOptions,
-    trace: Trace,
-    hooks: Arc<SimHooks>,
+pub(crate) struct Run {
+    pub(crate) seed: u64,
+    pub(crate) opts: SimOptions,
+    pub(crate) trace: Trace,
+    pub(crate) hooks: Arc<SimHooks>,
 }
 
 fn now_ms() -> u64 {
