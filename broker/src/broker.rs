@@ -354,6 +354,8 @@ impl<D: Disk, C: Clock> Broker<D, C> {
         // recorded in the log's epoch cache before the first batch of it, and get a leader
         // core; the others get a follower fetch task for their current leader and epoch.
         let now_ms = self.clock.now_ms();
+        // Before this process registered, the image's roles for this node are stale: none taken.
+        let registered = cluster.registered_this_run();
         for t in image.topics.values() {
             for (index, p) in &t.partitions {
                 if !p.replicas.contains(&self.node_id) {
@@ -365,9 +367,9 @@ impl<D: Disk, C: Clock> Broker<D, C> {
                 else {
                     continue;
                 };
-                if p.leader != self.node_id {
+                if p.leader != self.node_id || !registered {
                     partition.resign_leader();
-                    if p.leader < 0 {
+                    if p.leader < 0 || p.leader == self.node_id {
                         self.stop_follower(&key);
                     } else {
                         let target = FollowTarget {

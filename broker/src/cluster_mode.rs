@@ -36,6 +36,8 @@ use samsa_storage::Disk;
 use crate::config::ClusterConfig;
 use crate::quorum::{ProposeFailure, QuorumConfig, QuorumHandle, QuorumNode, StateMachine};
 
+/// `registration_index` before this process registered.
+const NOT_REGISTERED: u64 = u64::MAX;
 /// Directory (under the node's data dir) of the metadata quorum's files.
 pub const QUORUM_DIR: &str = "__cluster_metadata";
 /// Raft timing of the metadata quorum.
@@ -139,6 +141,13 @@ pub struct ClusterNode {
     connector: Arc<dyn crate::replication::Connect>,
     /// Correlation ids of AlterPartition calls.
     alter_correlation: std::sync::atomic::AtomicI32,
+    /// The metadata log index of this process's BrokerRegistration (`NOT_REGISTERED` before).
+    /// Until the local image has applied it the node neither leads nor follows: the image it
+    /// restarted with may still name it leader of an epoch in which it has since lost unsynced
+    /// batches that a follower already holds; registering again takes it out of the ISRs and
+    /// moves leadership to a new epoch first, and the local image must show that before the node
+    /// acts on it (simulator: cluster_replication 225595114327928, 225595114301800).
+    registration_index: std::sync::atomic::AtomicU64,
 }
 
 impl ClusterNode {
@@ -218,6 +227,7 @@ impl ClusterNode {
             applied,
             connector,
             alter_correlation: std::sync::atomic::AtomicI32::new(0),
+            registration_index: std::sync::atomic::AtomicU64::new(NOT_REGISTERED),
         }))
     }
 
@@ -361,11 +371,27 @@ impl ClusterNode {
             .get(name)
             .and_then(|id| image.partition(*id, index))
             .ok_or(code::UNKNOWN_TOPIC_OR_PARTITION)?;
-        if p.leader == self.node_id {
+        if p.leader == self.node_id && self.registered_this_run() {
             Ok(p.leader_epoch)
         } else {
             Err(code::NOT_LEADER_OR_FOLLOWER)
         }
+    }
+
+    /// Whether this process has registered and its own image has applied that registration
+    /// (see `registration_index`): before that the node takes no partition role.
+    pub fn registered_this_run(&self) -> bool {
+        let index = self
+            .registration_index
+            .load(std::sync::atomic::Ordering::SeqCst);
+        index != NOT_REGISTERED && self.quorum.status().applied_index >= index
+    }
+
+    /// Whether this process's registration has been accepted (its image may still lag).
+    fn registration_sent(&self) -> bool {
+        self.registration_index
+            .load(std::sync::atomic::Ordering::SeqCst)
+            != NOT_REGISTERED
     }
 
     /// Creates a topic through the controller; answers once its records are committed and
@@ -428,6 +454,16 @@ impl ClusterNode {
         now_ms: i64,
         f: impl FnOnce(&mut Controller, &MetadataImage) -> Result<Vec<MetadataRecord>, ErrorCode>,
     ) -> Result<(), ErrorCode> {
+        self.decide_at(now_ms, f).await.map(drop)
+    }
+
+    /// `decide`, answering the metadata log index the records were committed at (the commit
+    /// index when there were none).
+    async fn decide_at(
+        &self,
+        now_ms: i64,
+        f: impl FnOnce(&mut Controller, &MetadataImage) -> Result<Vec<MetadataRecord>, ErrorCode>,
+    ) -> Result<u64, ErrorCode> {
         let mut slot = self.slot.lock().await;
         let status = self.quorum.status();
         if status.role != Role::Leader {
@@ -441,14 +477,14 @@ impl ClusterNode {
         }
         let records = f(&mut slot.controller, &image)?;
         if records.is_empty() {
-            return Ok(());
+            return Ok(status.commit_index);
         }
         match self
             .quorum
             .propose(Bytes::from(encode_batch(&records)))
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(index) => Ok(index),
             Err(ProposeFailure::NotLeader { .. }) | Err(ProposeFailure::Stopped) => {
                 Err(code::NOT_CONTROLLER)
             }
@@ -459,8 +495,10 @@ impl ClusterNode {
         }
     }
 
-    pub async fn register(&self, now_ms: i64, r: BrokerRegistration) -> Result<(), ErrorCode> {
-        self.decide(now_ms, |c, image| c.register_broker(image, now_ms, &r))
+    /// Registers a broker; answers the metadata log index of its registration (Kafka's broker
+    /// epoch: the registering node takes no partition role before its own image has applied it).
+    pub async fn register(&self, now_ms: i64, r: BrokerRegistration) -> Result<u64, ErrorCode> {
+        self.decide_at(now_ms, |c, image| c.register_broker(image, now_ms, &r))
             .await
     }
 
@@ -517,10 +555,14 @@ impl ClusterNode {
             let Some(leader) = self.controller_id() else {
                 continue;
             };
-            let registered = lock(&self.image)
-                .brokers
-                .get(&self.node_id)
-                .is_some_and(|b| b.incarnation == self.incarnation);
+            // Every process registers once, even when the image still holds its incarnation
+            // (a restart keeps the directory id): the controller then fences it and takes it out
+            // of the ISRs until it has caught up, as Kafka does for a new broker epoch.
+            let registered = self.registration_sent()
+                && lock(&self.image)
+                    .brokers
+                    .get(&self.node_id)
+                    .is_some_and(|b| b.incarnation == self.incarnation);
             let registration = BrokerRegistration {
                 broker_id: self.node_id,
                 incarnation: self.incarnation,
@@ -531,9 +573,11 @@ impl ClusterNode {
             let epoch = self.incarnation as u64 as i64;
             let result = if leader == self.node_id {
                 if registered {
-                    self.heartbeat(now, self.node_id, epoch).await
+                    self.heartbeat(now, self.node_id, epoch)
+                        .await
+                        .map(|()| None)
                 } else {
-                    self.register(now, registration).await
+                    self.register(now, registration).await.map(Some)
                 }
             } else {
                 let addr = self.broker_addr(leader);
@@ -543,13 +587,25 @@ impl ClusterNode {
                 };
                 correlation = correlation.wrapping_add(1);
                 if registered {
-                    heartbeat_rpc(&net, addr, correlation, self.node_id, epoch).await
+                    heartbeat_rpc(&net, addr, correlation, self.node_id, epoch)
+                        .await
+                        .map(|()| None)
                 } else {
-                    registration_rpc(&net, addr, correlation, &registration).await
+                    registration_rpc(&net, addr, correlation, &registration)
+                        .await
+                        .map(Some)
                 }
             };
-            if let Err(e) = result {
-                tracing::debug!(leader, registered, "controller call failed: error {e}");
+            match result {
+                Ok(Some(index)) => {
+                    self.registration_index
+                        .store(index, std::sync::atomic::Ordering::SeqCst);
+                    tracing::info!(node = self.node_id, index, "registered with the controller");
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(leader, registered, "controller call failed: error {e}")
+                }
             }
         }
     }
@@ -662,12 +718,14 @@ pub fn alter_partitions_from_request(
     out
 }
 
+/// Registers at the controller; answers the registration's metadata log index (carried as the
+/// response's broker epoch, as Kafka's broker epoch is its registration record's offset).
 async fn registration_rpc<N: Net>(
     net: &N,
     addr: SocketAddr,
     correlation: i32,
     r: &BrokerRegistration,
-) -> Result<(), ErrorCode> {
+) -> Result<u64, ErrorCode> {
     let listener = broker_registration_request::Listener::default()
         .with_name(StrBytes::from_static_str("PLAINTEXT"))
         .with_host(StrBytes::from_string(r.host.clone()))
@@ -686,7 +744,7 @@ async fn registration_rpc<N: Net>(
     )
     .await?;
     match resp.error_code {
-        0 => Ok(()),
+        0 => u64::try_from(resp.broker_epoch).map_err(|_| code::INVALID_REQUEST),
         e => Err(e),
     }
 }

@@ -901,9 +901,15 @@ pub async fn broker_registration<D: Disk, C: Clock>(
             Err(e) => Err(e),
         },
     };
+    // As Kafka's, the broker epoch is the registration record's position in the metadata log:
+    // the broker takes no partition role before its own image has applied it.
+    let (error, epoch) = match result {
+        Ok(index) => (code::NONE, i64::try_from(index).unwrap_or(i64::MAX)),
+        Err(c) => (c, -1),
+    };
     let body = BrokerRegistrationResponse::default()
-        .with_error_code(result.err().unwrap_or(code::NONE))
-        .with_broker_epoch(body.incarnation_id.as_u128() as u64 as i64);
+        .with_error_code(error)
+        .with_broker_epoch(epoch);
     respond(req, &body)
 }
 
