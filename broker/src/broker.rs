@@ -387,6 +387,17 @@ impl<D: Disk, C: Clock> Broker<D, C> {
                     continue;
                 }
                 let alter = match partition.leader_slot_epoch() {
+                    // Only a new partition epoch is news to the core: an image change elsewhere
+                    // must not read as the answer to an AlterPartition still in flight (the core
+                    // would drop its pending ISR addition and let the high watermark pass the
+                    // joining replica, which the addition then admits behind it: simulator
+                    // cluster_replication 225595114309733).
+                    Some(e)
+                        if e == p.leader_epoch
+                            && partition.leader_partition_epoch() == Some(p.partition_epoch) =>
+                    {
+                        Vec::new()
+                    }
                     Some(e) if e == p.leader_epoch => {
                         partition.leader_step(samsa_cluster::replica::LeaderEvent::IsrCommitted {
                             isr: p.isr.clone(),

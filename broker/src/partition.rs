@@ -278,6 +278,13 @@ impl<D: Disk> Partition<D> {
         self.lock_leader().as_ref().map(|s| s.leader_epoch())
     }
 
+    /// The partition epoch the leader core has seen committed.
+    pub fn leader_partition_epoch(&self) -> Option<i32> {
+        self.lock_leader()
+            .as_ref()
+            .map(|s| s.core.partition_epoch())
+    }
+
     /// The topic id the leader core was installed for.
     pub fn leader_topic_id(&self) -> Option<u128> {
         self.lock_leader().as_ref().map(|s| s.topic_id)

@@ -196,9 +196,18 @@ pub fn new_leader_core(
     PartitionLeader::new(config, start, now_ms, Default::default())
 }
 
+/// AlterPartition refusals that prove the controller did not apply the request: only these
+/// release the core's pending proposal early.
+const ALTER_PARTITION_NOT_APPLIED: &[ErrorCode] = &[
+    code::INELIGIBLE_REPLICA,
+    code::INVALID_REQUEST,
+    code::UNKNOWN_TOPIC_OR_PARTITION,
+];
+
 /// Sends the AlterPartition effects of `partition`'s core to the controller, each in its own
-/// task; a refusal goes back to the core as `AlterPartitionFailed`, an answer that changed
-/// nothing as `IsrCommitted` from the image (a change arrives through the image watcher).
+/// task; an acceptance goes back to the core as `AlterPartitionAccepted`, a refusal that proves
+/// nothing was applied as `AlterPartitionFailed`; anything else leaves the proposal pending
+/// until the image watcher delivers the partition's newer state.
 pub fn send_alter_partitions<D: Disk, C: Clock>(
     broker: &Arc<Broker<D, C>>,
     partition: &Arc<Partition<D>>,
@@ -238,20 +247,22 @@ pub fn send_alter_partitions<D: Disk, C: Clock>(
             tracing::debug!(topic = %partition.topic, partition = partition.index,
                 isr = ?request.new_isr, ?result, "AlterPartition");
             let event = match result {
-                Err(error) => LeaderEvent::AlterPartitionFailed { error },
-                Ok(()) => {
-                    let Some(p) = cluster
-                        .topic(&partition.topic)
-                        .and_then(|t| t.partitions.get(&partition.index).cloned())
-                    else {
-                        return;
-                    };
-                    LeaderEvent::IsrCommitted {
-                        isr: p.isr,
-                        leader_epoch: p.leader_epoch,
-                        partition_epoch: p.partition_epoch,
-                    }
+                // Refusals that prove the controller did not apply it at our epoch.
+                Err(error) if ALTER_PARTITION_NOT_APPLIED.contains(&error) => {
+                    LeaderEvent::AlterPartitionFailed { error }
                 }
+                // The partition moved on (INVALID_UPDATE_VERSION, FENCED_LEADER_EPOCH, ...) or
+                // the answer was lost (timeouts, a controller change): it may have been applied.
+                // The proposal stays pending, so the high watermark keeps counting a joining
+                // replica, until the image shows a newer partition epoch or a new leader epoch
+                // replaces this core (simulator: cluster_replication 225595114309733).
+                Err(_) => return,
+                // The controller's result is known from the request alone (its checks passed
+                // at our partition epoch); the local image may not show it yet.
+                Ok(()) => LeaderEvent::AlterPartitionAccepted {
+                    new_isr: request.new_isr.clone(),
+                    partition_epoch: request.partition_epoch,
+                },
             };
             let more = partition.leader_step(event);
             send_alter_partitions(&broker, &partition, more);

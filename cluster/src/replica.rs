@@ -18,6 +18,8 @@ pub type WaiterId = u64;
 
 /// Most acks=all produces one partition leader keeps waiting; more are refused.
 pub const ACKS_ALL_WAITERS_MAX: usize = 65_536;
+/// Ticks without a definite answer before a pending AlterPartition is sent again.
+pub const ALTER_PARTITION_RESEND_TICKS: u32 = 2;
 /// A follower's log end offset before its first fetch to this leader.
 pub const UNKNOWN_OFFSET: i64 = -1;
 
@@ -70,6 +72,13 @@ pub enum LeaderEvent {
     AlterPartitionFailed {
         error: ErrorCode,
     },
+    /// The controller accepted our AlterPartition proposing `new_isr` at `partition_epoch`
+    /// (the request's). Ignored unless it answers the proposal still pending at that epoch: an
+    /// image change may have delivered it already, and a newer proposal may be in flight.
+    AlterPartitionAccepted {
+        new_isr: Vec<BrokerId>,
+        partition_epoch: i32,
+    },
     WaiterTimedOut {
         waiter: WaiterId,
     },
@@ -111,6 +120,9 @@ pub struct PartitionLeader {
     isr: Vec<BrokerId>,
     /// The ISR of the AlterPartition in flight, if any.
     pending_isr: Option<Vec<BrokerId>>,
+    /// Ticks since the pending proposal was (re)sent: an answer that never came (or said
+    /// nothing definite) is re-sent after `ALTER_PARTITION_RESEND_TICKS`.
+    pending_ticks: u32,
     leader_epoch: i32,
     partition_epoch: i32,
     leader_epoch_start_offset: i64,
@@ -160,6 +172,7 @@ impl PartitionLeader {
             replicas: start.replicas,
             isr: start.isr,
             pending_isr: None,
+            pending_ticks: 0,
             leader_epoch: start.leader_epoch,
             partition_epoch: start.partition_epoch,
             leader_epoch_start_offset: start.log_end_offset,
@@ -213,7 +226,10 @@ impl PartitionLeader {
                 fetch_offset,
                 now_ms,
             } => self.on_follower_fetch(replica, incarnation, fetch_offset, now_ms, effects),
-            LeaderEvent::Tick { now_ms } => self.maybe_shrink_isr(now_ms, effects),
+            LeaderEvent::Tick { now_ms } => {
+                self.maybe_resend(effects);
+                self.maybe_shrink_isr(now_ms, effects);
+            }
             LeaderEvent::IsrCommitted {
                 isr,
                 leader_epoch,
@@ -223,6 +239,10 @@ impl PartitionLeader {
                 tracing::debug!(error, "AlterPartition refused");
                 self.pending_isr = None;
             }
+            LeaderEvent::AlterPartitionAccepted {
+                new_isr,
+                partition_epoch,
+            } => self.on_alter_partition_accepted(new_isr, partition_epoch, effects),
             LeaderEvent::WaiterTimedOut { waiter } => {
                 if self.waiters.remove(&waiter).is_some() {
                     let result = Err(code::REQUEST_TIMED_OUT);
@@ -344,6 +364,19 @@ impl PartitionLeader {
         }
     }
 
+    /// Re-sends the pending proposal when no definite answer came for a while: if the first
+    /// copy was applied the controller refuses this one (stale partition epoch) and the image
+    /// delivers the change; if it was lost, this one may be accepted.
+    fn maybe_resend(&mut self, effects: &mut Vec<LeaderEffect>) {
+        let Some(pending) = self.pending_isr.clone() else {
+            return;
+        };
+        self.pending_ticks += 1;
+        if self.pending_ticks >= ALTER_PARTITION_RESEND_TICKS {
+            self.propose(pending, effects);
+        }
+    }
+
     fn propose(&mut self, new_isr: Vec<BrokerId>, effects: &mut Vec<LeaderEffect>) {
         assert!(new_isr.contains(&self.config.local));
         let added = new_isr
@@ -358,6 +391,30 @@ impl PartitionLeader {
             added,
         });
         self.pending_isr = Some(new_isr);
+        self.pending_ticks = 0;
+    }
+
+    fn on_alter_partition_accepted(
+        &mut self,
+        new_isr: Vec<BrokerId>,
+        partition_epoch: i32,
+        effects: &mut Vec<LeaderEffect>,
+    ) {
+        if partition_epoch != self.partition_epoch || self.pending_isr.as_ref() != Some(&new_isr) {
+            return;
+        }
+        let mut proposed = new_isr.clone();
+        proposed.sort_unstable();
+        let mut committed = self.isr.clone();
+        committed.sort_unstable();
+        if proposed == committed {
+            // Nothing to change: the controller kept the partition epoch.
+            self.pending_isr = None;
+            return;
+        }
+        // The controller wrote exactly this ISR at the next partition epoch.
+        let leader_epoch = self.leader_epoch;
+        self.on_isr_committed(new_isr, leader_epoch, partition_epoch + 1, effects);
     }
 
     fn on_isr_committed(
@@ -575,6 +632,81 @@ mod tests {
             fetch_offset,
             now_ms,
         }
+    }
+
+    /// cluster_replication 225595114309733: an ISR addition in flight must keep bounding the
+    /// high watermark until its answer (or the image) says what happened; a lost or
+    /// out-of-date answer must not release it, and the accepted ISR applies at once.
+    #[test]
+    fn pending_addition_bounds_hw_until_a_definite_answer() {
+        let mut l = leader(1, &[1, 2], Planted::none());
+        step(
+            &mut l,
+            LeaderEvent::Appended {
+                log_end_offset: 20,
+                waiter: None,
+            },
+        );
+        step(&mut l, fetch(2, 20, 1));
+        assert_eq!(l.high_watermark(), 20);
+        step(
+            &mut l,
+            LeaderEvent::Appended {
+                log_end_offset: 30,
+                waiter: None,
+            },
+        );
+        // Replica 3 catches up to the high watermark: an addition is proposed.
+        let e = step(&mut l, fetch(3, 20, 2));
+        assert!(
+            e.iter()
+                .any(|e| matches!(e, LeaderEffect::AlterPartition { new_isr, .. }
+                if *new_isr == vec![1, 2, 3])),
+            "{e:?}"
+        );
+        // Replica 2 has everything; replica 3 still at 20: the HW waits for 3.
+        step(&mut l, fetch(2, 30, 3));
+        assert_eq!(l.high_watermark(), 20);
+        // A lost answer is re-sent after two ticks, keeping the proposal pending meanwhile.
+        let mut l = leader(1, &[1, 2], Planted::none());
+        step(
+            &mut l,
+            LeaderEvent::Appended {
+                log_end_offset: 30,
+                waiter: None,
+            },
+        );
+        step(&mut l, fetch(2, 10, 1));
+        step(&mut l, fetch(3, 10, 1));
+        step(&mut l, fetch(2, 30, 2));
+        assert_eq!(l.high_watermark(), 10, "bounded by the joining replica 3");
+        assert!(step(&mut l, LeaderEvent::Tick { now_ms: 3 })
+            .iter()
+            .all(|e| !matches!(e, LeaderEffect::AlterPartition { .. })));
+        let e = step(&mut l, LeaderEvent::Tick { now_ms: 4 });
+        assert!(
+            e.iter()
+                .any(|e| matches!(e, LeaderEffect::AlterPartition { new_isr, .. }
+                if *new_isr == vec![1, 2, 3])),
+            "re-sent: {e:?}"
+        );
+        // An acceptance of some other proposal is ignored; this one applies at epoch 10.
+        let stale = LeaderEvent::AlterPartitionAccepted {
+            new_isr: vec![1, 3],
+            partition_epoch: 9,
+        };
+        assert!(step(&mut l, stale).is_empty());
+        step(
+            &mut l,
+            LeaderEvent::AlterPartitionAccepted {
+                new_isr: vec![1, 2, 3],
+                partition_epoch: 9,
+            },
+        );
+        assert_eq!((l.isr(), l.partition_epoch()), (&[1, 2, 3][..], 10));
+        assert_eq!(l.high_watermark(), 10, "3 is in the ISR now");
+        step(&mut l, fetch(3, 30, 5));
+        assert_eq!(l.high_watermark(), 30);
     }
 
     #[test]
