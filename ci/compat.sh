@@ -356,11 +356,29 @@ run_kafka_python() {
       test/integration/test_ssl_integration.py \
       "${deselect[@]}" "${kargs[@]}" >"$RUN/kafka-python.log" 2>&1) || true
   tail -3 "$RUN/kafka-python.log"
+  # kafka-python's consumer can lose its subscription when subscribe() races its own bootstrap
+  # metadata request (compat/FINDINGS.md: a client race): an allowlisted test that failed runs
+  # once more; the second result counts and the log names it.
+  local rerun_junit="$RUN/kafka-python.rerun.junit.xml"
+  rm -f "$rerun_junit"
+  python3 "$REPORT" pytest-results "$junit" "$RUN/kafka-python.first"
+  local again=()
+  mapfile -t again < <(python3 "$REPORT" failed-allowed "$RUN/kafka-python.first" \
+    "$ROOT/compat/kafka-python.allow")
+  if (( ${#again[@]} > 0 )); then
+    echo "compat kafka-python: running again once (client race, FINDINGS.md): ${again[*]}"
+    (cd "$KP_SRC" && env KAFKA_URI="tcp://127.0.0.1:$BROKER_PORT" \
+        KAFKA_VERSION="$KP_BROKER_VERSION" PROJECT_ROOT="$KP_SRC" \
+        "$VENV/bin/python" -m pytest -p no:cacheprovider -q -rN \
+        --timeout "$KP_TEST_TIMEOUT_S" --junitxml "$rerun_junit" \
+        "${again[@]}" >"$RUN/kafka-python.rerun.log" 2>&1) || true
+    tail -1 "$RUN/kafka-python.rerun.log"
+  fi
   broker_alive kp
   cleanup
   phase "kafka-python run"
   python3 "$REPORT" pytest-results --skip="$ROOT/compat/kafka-python.skip" "$junit" \
-    "$COMPAT/kafka-python.results"
+    "$rerun_junit" "$COMPAT/kafka-python.results"
 }
 
 # --------------------------------------------------------------------------------- main

@@ -14,6 +14,7 @@ Usage:
   report.py rdk-local-results TEST_C LOGDIR OUT   runner logs (LOGDIR/<number>.local.log) of the
                                                   local tests -> OUT
   report.py pytest-results [--skip=FILE] JUNIT_XML... OUT
+  report.py failed-allowed RESULTS ALLOWLIST   (allowlisted tests that failed, as node ids)
                                                   pytest junit files (+ deselected) -> OUT
   report.py card SUITE RESULTS ALLOWLIST [--subset]
                                                   print the card; exit 1 iff an allowed test
@@ -167,6 +168,22 @@ def card(suite: str, results: Path, allowlist: Path, subset: bool = False) -> in
     return 1 if broken else 0
 
 
+def failed_allowed(results: Path, allowlist: Path) -> list[str]:
+    """Allowlisted tests the results file does not show as passed, as pytest node ids under
+    test/integration/ (`test_x::test_y[p]` -> `test/integration/test_x.py::test_y[p]`)."""
+    states: dict[str, str] = {}
+    for raw in results.read_text().splitlines():
+        parts = raw.split("\t")
+        if len(parts) >= 2:
+            states[parts[0]] = parts[1]
+    ids = []
+    for name in read_allowlist(allowlist):
+        if states.get(name) == "FAILED":
+            module, _, test = name.partition("::")
+            ids.append(f"test/integration/{module}.py::{test}")
+    return ids
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
@@ -189,6 +206,10 @@ def main(argv: list[str]) -> int:
         if args[0].startswith("--skip="):
             skip = Path(args.pop(0)[len("--skip="):])
         pytest_results([Path(p) for p in args[:-1]], Path(args[-1]), skip)
+        return 0
+    if cmd == "failed-allowed" and len(argv) == 4:
+        for node in failed_allowed(Path(argv[2]), Path(argv[3])):
+            print(node)
         return 0
     if cmd == "card" and len(argv) in (5, 6):
         subset = len(argv) == 6 and argv[5] == "--subset"
