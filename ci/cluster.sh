@@ -4,7 +4,8 @@
 #                             19090+2i and its metadata quorum on 19091+2i (i = 1..N)
 #   ci/cluster.sh stop        SIGTERM every node started here, wait for clean shutdown
 #   ci/cluster.sh status      which nodes run, and their logs' last line
-# Data in target/cluster/node<i>/, logs in target/cluster/node<i>.log, pids in .pid files.
+# Data in target/cluster/node<i>/, logs in target/cluster/node<i>.log, pids in .pid files, the
+# voter list (with each voter's pinned directory id) in target/cluster/voters.
 # Uses target/release/samsa (built if missing). Never touches anything outside target/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,10 +28,20 @@ case "$cmd" in
     fi
     [[ -x "$bin" ]] || cargo build --release -p samsa-broker
     mkdir -p "$base"
-    voters=""
-    for i in $(seq 1 "$n"); do
-      voters="${voters:+$voters,}$i@127.0.0.1:$(quorum_port "$i")"
-    done
+    # Each voter's directory id is pinned in the voter list (`samsa format` creates and prints
+    # it), and the list is kept in $base/voters: a later start reuses it, so a node whose data
+    # directory was wiped comes back with a new id and only follows the quorum as an observer.
+    if [[ -f "$base/voters" && "$(tr ',' '\n' <"$base/voters" | wc -l)" -eq "$n" ]]; then
+      voters="$(cat "$base/voters")"
+      for i in $(seq 1 "$n"); do "$bin" format --data-dir "$base/node$i" >/dev/null 2>&1; done
+    else
+      voters=""
+      for i in $(seq 1 "$n"); do
+        dir_id="$("$bin" format --data-dir "$base/node$i" 2>/dev/null)"
+        voters="${voters:+$voters,}$i@127.0.0.1:$(quorum_port "$i"):$dir_id"
+      done
+      echo "$voters" >"$base/voters"
+    fi
     for i in $(seq 1 "$n"); do
       pid="$base/node$i.pid"
       if running "$pid"; then

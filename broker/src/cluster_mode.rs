@@ -30,7 +30,7 @@ use samsa_cluster::records::{decode_batch, encode_batch, MetadataRecord, TopicId
 use samsa_net::error::{code, ErrorCode};
 use samsa_net::watch;
 use samsa_net::{Clock, Hooks, Net};
-use samsa_raft::{Entry, NodeId, Role, Voter};
+use samsa_raft::{DirectoryId, Entry, NodeId, Role, Voter};
 use samsa_storage::Disk;
 
 use crate::config::ClusterConfig;
@@ -174,7 +174,7 @@ impl ClusterNode {
                 .keys()
                 .map(|id| Voter {
                     id: nid(*id),
-                    directory_id: None,
+                    directory_id: cfg.voter_directories.get(id).map(|d| DirectoryId(*d)),
                 })
                 .collect(),
             observers: Vec::new(),
@@ -198,6 +198,22 @@ impl ClusterNode {
             .await
             .map_err(|e| e.to_string())?;
         let incarnation = quorum.status().directory_id.0;
+        match cfg.voter_directories.get(&node.node_id) {
+            Some(pinned) if *pinned != incarnation => tracing::warn!(
+                directory_id = format!("{incarnation:032x}"),
+                pinned = format!("{pinned:032x}"),
+                "this node's metadata directory is not the one its voters entry pins (disk \
+                 wiped or replaced?): it follows the quorum as an observer and never votes or \
+                 leads; voter changes (KIP-853 AddVoter/RemoveVoter) are not supported yet"
+            ),
+            Some(_) => tracing::info!("directory id matches this node's pinned voters entry"),
+            None if cfg.voters.contains_key(&node.node_id) => tracing::warn!(
+                "this node's voters entry pins no directory id: a restart with an empty disk \
+                 would vote again as this voter; pin it (ID@HOST:PORT:DIRID, see `samsa \
+                 format`)"
+            ),
+            None => {}
+        }
         let controller = Controller::new(
             ControllerConfig {
                 session_timeout_ms: i64::try_from(node.broker_session_timeout_ms)
@@ -209,6 +225,7 @@ impl ClusterNode {
         tracing::info!(
             controller_listen = %quorum.local_addr(),
             directory_id = format!("{incarnation:032x}"),
+            role = ?quorum.status().role,
             "metadata quorum started"
         );
         let cluster_id = cluster_id_of(&cfg);
@@ -854,6 +871,7 @@ mod tests {
     fn cluster_id_is_shared_by_one_voter_set_only() {
         let cfg = |text: &str| ClusterConfig {
             voters: crate::config::parse_voters(text).expect("voters"),
+            voter_directories: crate::config::parse_voter_directories(text).expect("dirs"),
             controller_listen: "127.0.0.1:1".parse().expect("addr"),
             broker: true,
             controller: true,

@@ -106,6 +106,9 @@ pub struct NodeConfig {
 pub struct ClusterConfig {
     /// Voter id -> controller address, in id order.
     pub voters: BTreeMap<i32, SocketAddr>,
+    /// Voter id -> pinned directory id (`ID@HOST:PORT:DIRID`): only a node whose quorum
+    /// directory carries that id votes or leads as that voter.
+    pub voter_directories: BTreeMap<i32, u128>,
     /// Where this node's quorum listener binds.
     pub controller_listen: SocketAddr,
     pub broker: bool,
@@ -277,6 +280,7 @@ impl NodeConfig {
             return Ok(None);
         };
         let voters = parse_voters(text)?;
+        let voter_directories = parse_voter_directories(text)?;
         if i64::from(self.node_id) >= CLUSTER_NODE_IDS_MAX {
             // Producer ids are striped by node id in cluster mode (handlers/admin.rs).
             return Err(BadConfig(format!(
@@ -322,6 +326,7 @@ impl NodeConfig {
         }
         Ok(Some(ClusterConfig {
             voters,
+            voter_directories,
             controller_listen,
             broker,
             controller,
@@ -424,14 +429,36 @@ fn parse_addr(key: &str, text: &str) -> Result<SocketAddr, BadConfig> {
     Ok(SocketAddr::new(ip, port))
 }
 
-/// Parses `ID@HOST:PORT,ID@HOST:PORT,...` (at most `VOTERS_MAX`, ids >= 0 and distinct).
+/// Parses `ID@HOST:PORT,ID@HOST:PORT,...` (at most `VOTERS_MAX`, ids >= 0 and distinct); an
+/// entry may pin the voter's directory id: `ID@HOST:PORT:DIRID` (32 hex digits, as printed by
+/// `samsa format`). The addresses, in id order.
 pub fn parse_voters(text: &str) -> Result<BTreeMap<i32, SocketAddr>, BadConfig> {
+    Ok(parse_voter_entries(text)?
+        .into_iter()
+        .map(|(id, (addr, _))| (id, addr))
+        .collect())
+}
+
+/// The pinned directory ids of `voters` (entries without one are absent).
+pub fn parse_voter_directories(text: &str) -> Result<BTreeMap<i32, u128>, BadConfig> {
+    Ok(parse_voter_entries(text)?
+        .into_iter()
+        .filter_map(|(id, (_, dir))| Some((id, dir?)))
+        .collect())
+}
+
+/// Hex digits of a pinned directory id.
+pub const DIRECTORY_ID_HEX_DIGITS: usize = 32;
+
+type VoterEntry = (SocketAddr, Option<u128>);
+
+fn parse_voter_entries(text: &str) -> Result<BTreeMap<i32, VoterEntry>, BadConfig> {
     let mut voters = BTreeMap::new();
     for item in text.split(',').map(str::trim) {
         if voters.len() >= VOTERS_MAX {
             return Err(BadConfig(format!("voters: more than {VOTERS_MAX} voters")));
         }
-        let (id, addr) = item
+        let (id, rest) = item
             .split_once('@')
             .ok_or_else(|| BadConfig(format!("voters: {item:?} is not ID@HOST:PORT")))?;
         let id: i32 = id
@@ -439,8 +466,21 @@ pub fn parse_voters(text: &str) -> Result<BTreeMap<i32, SocketAddr>, BadConfig> 
             .ok()
             .filter(|id| *id >= 0)
             .ok_or_else(|| BadConfig(format!("voters: bad node id in {item:?}")))?;
+        // A port has at most 5 digits, so a last field of 32 hex digits is a directory id.
+        let (addr, dir) = match rest.rsplit_once(':') {
+            Some((addr, dir)) if dir.len() == DIRECTORY_ID_HEX_DIGITS => {
+                let dir = u128::from_str_radix(dir, 16)
+                    .ok()
+                    .filter(|d| *d != 0)
+                    .ok_or_else(|| {
+                        BadConfig(format!("voters: bad directory id in {item:?}"))
+                    })?;
+                (addr, Some(dir))
+            }
+            _ => (rest, None),
+        };
         let addr = parse_addr("voters", addr)?;
-        if voters.insert(id, addr).is_some() {
+        if voters.insert(id, (addr, dir)).is_some() {
             return Err(BadConfig(format!("voters: node id {id} appears twice")));
         }
     }
@@ -509,11 +549,38 @@ mod tests {
             "127.0.0.1:19095".parse().expect("addr")
         );
         assert!(c.broker && c.controller);
+        assert!(c.voter_directories.is_empty());
+        let pinned = NodeConfig::from_toml(
+            "node_id = 2\nvoters = \"1@127.0.0.1:19093:0123456789abcdef0123456789ABCDEF, \
+             2@[::1]:19095:00000000000000000000000000000002,3@localhost:19097\"\n",
+        )
+        .expect("valid")
+        .cluster()
+        .expect("ok")
+        .expect("cluster mode");
+        assert_eq!(
+            pinned.voters.values().map(|a| a.port()).collect::<Vec<_>>(),
+            [19093, 19095, 19097]
+        );
+        assert_eq!(
+            pinned.voter_directories,
+            BTreeMap::from([(1, 0x0123456789abcdef0123456789abcdef_u128), (2, 2)])
+        );
+        assert_eq!(pinned.controller_listen.port(), 19095);
         let bad = [
             ("voters = \"1@127.0.0.1:1,1@127.0.0.1:2\"", "twice"),
             ("voters = \"1-127.0.0.1:1\"", "ID@HOST:PORT"),
             ("voters = \"x@127.0.0.1:1\"", "bad node id"),
             ("voters = \"1@127.0.0.1\"", "HOST:PORT"),
+            (
+                "voters = \"1@127.0.0.1:1:0000000000000000000000000000000g\"",
+                "bad directory id",
+            ),
+            (
+                "voters = \"1@127.0.0.1:1:00000000000000000000000000000000\"",
+                "bad directory id",
+            ),
+            ("voters = \"1@127.0.0.1:1:abc\"", "HOST:PORT"),
             ("voters = \"2@127.0.0.1:1\"", "must include this node"),
             (
                 "voters = \"1@127.0.0.1:1\"\nprocess_roles = \"cook\"",

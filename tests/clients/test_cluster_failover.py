@@ -5,12 +5,17 @@ and that every acknowledged record is readable exactly once, at its acknowledged
 send order, from the new leader and again through the old leader once it rejoined the ISR, and
 that the three replicas' logs are byte-identical after a clean stop. The records in flight at
 the kill are retried against the new leader, so its idempotence state must have been replicated.
+A second test wipes a voter's disk and restarts it: with its directory id pinned it comes back
+as a metadata observer (never a candidate or leader as its old self) and rejoins the partition's
+ISR as a follower that copied the log from the others.
 It never talks to anything but its own processes on 127.0.0.1 and never leaves one running.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -19,7 +24,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import ANSI, Broker, free_ports, note
+from conftest import ANSI, SAMSA_BIN, Broker, free_ports, note
 
 NODES = 3
 TOPIC = "failover"
@@ -48,12 +53,25 @@ def index_of(key: bytes, value: bytes) -> int:
     return i
 
 
+def format_dir(data_dir: Path) -> str:
+    """`samsa format`: the data directory's metadata directory id (32 hex digits)."""
+    if not SAMSA_BIN.exists():
+        pytest.fail(f"{SAMSA_BIN} missing: run `cargo build --release -p samsa-broker`")
+    out = subprocess.run([str(SAMSA_BIN), "format", "--data-dir", str(data_dir)],
+                         capture_output=True, text=True, timeout=RPC_S, check=True)
+    dir_id = out.stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{32}", dir_id), f"samsa format printed {out.stdout!r}"
+    return dir_id
+
+
 @pytest.fixture
 def cluster(request, tmp_path):
-    """Three unstarted-then-started voters on fixed loopback ports; always reaped."""
+    """Three voters on fixed loopback ports, each formatted first and its directory id pinned
+    in the voter list (ID@HOST:PORT:DIRID); always reaped."""
     ports = free_ports(2 * NODES)
     client_ports, quorum_ports = ports[:NODES], ports[NODES:]
-    voters = ",".join(f"{i + 1}@127.0.0.1:{quorum_ports[i]}" for i in range(NODES))
+    dir_ids = [format_dir(tmp_path / f"node{i + 1}-data") for i in range(NODES)]
+    voters = ",".join(f"{i + 1}@127.0.0.1:{quorum_ports[i]}:{dir_ids[i]}" for i in range(NODES))
     nodes: dict[int, Broker] = {}
     for i in range(NODES):
         node_id = i + 1
@@ -287,3 +305,91 @@ def test_sigkill_leader_fails_over_and_rejoins(cluster):
     print(summary)
     note(summary)
     assert errors_n == 0, f"delivery errors: {errors[:5]}"
+
+
+QUORUM_ROLE = re.compile(r"metadata quorum (?:role|started).*?role=(\w+)")
+WIPE_RECORDS = 300
+
+
+def quorum_roles(text: str) -> list[str]:
+    return QUORUM_ROLE.findall(ANSI.sub("", text))
+
+
+def test_wiped_voter_follows_as_observer_and_rejoins(cluster):
+    nodes = cluster
+    everyone = bootstrap_of(nodes)
+    wait_for("3 brokers in Metadata", CLUSTER_UP_S,
+             lambda: all(broker_count(b.bootstrap) == NODES for b in nodes.values()))
+    admin = AdminClient({"bootstrap.servers": everyone})
+    futures = admin.create_topics(
+        [NewTopic(TOPIC, num_partitions=1, replication_factor=NODES,
+                  config={"min.insync.replicas": "2"})],
+        operation_timeout=10, request_timeout=CLUSTER_UP_S)
+    futures[TOPIC].result(CLUSTER_UP_S)
+    all_ids = list(range(1, NODES + 1))
+    view = wait_for("RF=3 with ISR 3 and a leader", CLUSTER_UP_S, lambda: (
+        (v := partition_view(everyone)) is not None and v[0] in all_ids
+        and v[2] == all_ids and v))
+    for i in all_ids:
+        roles = quorum_roles(nodes[i].log_text())
+        assert roles and roles[0] == "Follower", f"node {i} started as {roles[:1]}"
+
+    producer = Producer({"bootstrap.servers": everyone, "acks": "all",
+                         "enable.idempotence": True, "linger.ms": 2,
+                         "message.timeout.ms": int(PRODUCE_S * 1000)})
+    acked: dict[int, int] = {}
+    errors: list[str] = []
+
+    def on_delivery(err, msg):
+        i = index_of(msg.key(), msg.value())
+        if err is not None:
+            errors.append(f"k{i}: {err}")
+        else:
+            acked[i] = msg.offset()
+
+    def produce(first: int, count: int) -> None:
+        for i in range(first, first + count):
+            producer.produce(TOPIC, key=f"k{i}".encode(), value=value_of(i), partition=0,
+                             on_delivery=on_delivery)
+            producer.poll(0)
+        assert producer.flush(PRODUCE_S) == 0, "records still in flight"
+        assert not errors, f"delivery errors: {errors[:5]}"
+
+    produce(0, WIPE_RECORDS)
+    # Wipe the partition leader: the one whose loss of data would hurt most if it led again.
+    wiped = view[0]
+    before = len(nodes[wiped].log_text())
+    nodes[wiped].kill()
+    shutil.rmtree(nodes[wiped].data_dir)
+    survivors = [i for i in all_ids if i != wiped]
+    wait_for("a new leader among the survivors", CLUSTER_UP_S, lambda: (
+        (v := partition_view(bootstrap_of(nodes, survivors))) is not None
+        and v[0] in survivors and v))
+    produce(WIPE_RECORDS, WIPE_RECORDS)
+
+    restarted_at = time.monotonic()
+    nodes[wiped].start()
+    wait_for("ISR 3 again", REJOIN_S, lambda: (
+        (v := partition_view(everyone)) is not None and v[2] == all_ids and v))
+    rejoin_s = time.monotonic() - restarted_at
+    after = nodes[wiped].log_text()[before:]
+    roles = quorum_roles(after)
+    assert roles and roles[0] == "Observer", f"wiped voter started as {roles[:1]}"
+    assert set(roles) == {"Observer"}, f"wiped voter took quorum roles {roles}"
+    assert "is not the one its voters entry pins" in ANSI.sub("", after)
+    produce(2 * WIPE_RECORDS, WIPE_RECORDS)
+    producer.flush(PRODUCE_S)
+
+    # The wiped node copied the whole log back: read it through the wiped node's listener.
+    got = consume_partition(nodes[wiped].bootstrap)
+    check_log(got, acked, f"through the wiped node {wiped}")
+    assert len(acked) == 3 * WIPE_RECORDS
+    codes = {node_id: b.stop() for node_id, b in nodes.items()}
+    assert all(c == 0 for c in codes.values()), f"exit codes after SIGTERM: {codes}"
+    logs = {node_id: partition_bytes(b.data_dir) for node_id, b in nodes.items()}
+    sizes = {node_id: len(data) for node_id, data in logs.items()}
+    assert len(set(logs.values())) == 1, f"replica logs differ (bytes per node: {sizes})"
+    summary = (f"wiped voter: node={wiped} acked={len(acked)} found={len(got)} "
+               f"isr_rejoin_s={rejoin_s:.2f} quorum_roles_after_wipe={sorted(set(roles))}")
+    print(summary)
+    note(summary)

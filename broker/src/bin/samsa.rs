@@ -52,6 +52,19 @@ mod real {
         Groups(crate::cli_groups::GroupsArgs),
         /// Topics (offline, broker stopped): partitions, offsets, segments, cleaner progress.
         Topics(crate::cli_topics::TopicsArgs),
+        /// Give a data directory its metadata-quorum directory id before the node first starts
+        /// and print it (32 hex digits) for the voters list, `ID@HOST:PORT:DIRID`: a voter whose
+        /// entry pins the id votes and leads only with that directory, so a node restarted on
+        /// an empty disk follows as an observer instead of voting again as its old self. A
+        /// directory that has an id already keeps it and prints it.
+        Format(FormatArgs),
+    }
+
+    #[derive(Args, Debug)]
+    struct FormatArgs {
+        /// The node's data directory (created if missing).
+        #[arg(long, value_name = "DIR", default_value = "./samsa-data")]
+        data_dir: String,
     }
 
     #[derive(Args, Debug)]
@@ -104,9 +117,10 @@ mod real {
         /// Largest record batch accepted [default: 1048588].
         #[arg(long, value_name = "BYTES")]
         message_max_bytes: Option<i32>,
-        /// Cluster mode: the metadata quorum's voters, ID@HOST:PORT,... (controller addresses).
-        /// Without it the node is a single node, its own controller [default: unset].
-        #[arg(long, value_name = "ID@HOST:PORT,...")]
+        /// Cluster mode: the metadata quorum's voters, ID@HOST:PORT,... (controller addresses);
+        /// ID@HOST:PORT:DIRID pins a voter's directory id (`samsa format` prints it). Without
+        /// it the node is a single node, its own controller [default: unset].
+        #[arg(long, value_name = "ID@HOST:PORT[:DIRID],...")]
         voters: Option<String>,
         /// Cluster mode: where this node's quorum listener binds [default: its voters entry].
         #[arg(long, value_name = "HOST:PORT")]
@@ -228,6 +242,46 @@ mod real {
         }
     }
 
+    fn format(args: FormatArgs) -> ExitCode {
+        use samsa_broker::cluster_mode::QUORUM_DIR;
+        use samsa_broker::quorum::{fresh_directory_id, QuorumStore};
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("samsa: cannot start the runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let opened = runtime.block_on(async {
+            let disk = RealDisk::new(&args.data_dir).map_err(|e| e.to_string())?;
+            QuorumStore::open(disk, QUORUM_DIR, fresh_directory_id(entropy_seed()))
+                .await
+                .map_err(|e| e.to_string())
+        });
+        match opened {
+            Ok((_, loaded)) => match loaded.directory_id {
+                Some(id) => {
+                    if !loaded.fresh {
+                        eprintln!("samsa format: {} has a directory id already", args.data_dir);
+                    }
+                    println!("{:032x}", id.0);
+                    ExitCode::SUCCESS
+                }
+                None => {
+                    eprintln!("samsa format: {}: no directory id", args.data_dir);
+                    ExitCode::FAILURE
+                }
+            },
+            Err(e) => {
+                eprintln!("samsa format: {}: {e}", args.data_dir);
+                ExitCode::FAILURE
+            }
+        }
+    }
+
     fn groups(args: crate::cli_groups::GroupsArgs) -> ExitCode {
         let runtime = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -274,6 +328,7 @@ mod real {
             Command::Broker(args) => args,
             Command::Groups(args) => return groups(args),
             Command::Topics(args) => return topics(args),
+            Command::Format(args) => return format(args),
         };
         let runtime = match tokio::runtime::Builder::new_multi_thread()
             .enable_all()

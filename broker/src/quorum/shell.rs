@@ -490,6 +490,7 @@ impl<D: Disk, S: StateMachine> Shell<D, S> {
                         }
                     }
                     Effect::RoleChanged { role, term, leader } => {
+                        tracing::info!(?role, term, ?leader, "metadata quorum role");
                         if role != Role::Leader {
                             self.fail_pending_from(0);
                         }
