@@ -190,13 +190,12 @@ def check_log(got: list[tuple[int, bytes, bytes]], acked: dict[int, int], where:
     assert not moved, f"{where}: acknowledged at one offset, found at another: {moved[:5]}"
 
 
-def test_sigkill_leader_fails_over_and_rejoins(cluster):
-    nodes = cluster
+def create_replicated_topic(nodes: dict[int, Broker]) -> tuple[int, list[int], list[int]]:
+    """Waits for every broker, creates the RF=3 topic with min.insync.replicas=2, waits for a
+    leader and a full ISR; returns (leader, replicas, isr)."""
     everyone = bootstrap_of(nodes)
-    started = time.monotonic()
     wait_for("3 brokers in Metadata", CLUSTER_UP_S,
              lambda: all(broker_count(b.bootstrap) == NODES for b in nodes.values()))
-
     admin = AdminClient({"bootstrap.servers": everyone})
     futures = admin.create_topics(
         [NewTopic(TOPIC, num_partitions=1, replication_factor=NODES,
@@ -204,10 +203,17 @@ def test_sigkill_leader_fails_over_and_rejoins(cluster):
         operation_timeout=10, request_timeout=CLUSTER_UP_S)
     futures[TOPIC].result(CLUSTER_UP_S)
     all_ids = list(range(1, NODES + 1))
-    view = wait_for("RF=3 with ISR 3 and a leader", CLUSTER_UP_S, lambda: (
+    return wait_for("RF=3 with ISR 3 and a leader", CLUSTER_UP_S, lambda: (
         (v := partition_view(everyone)) is not None and v[0] in all_ids
         and v[1] == all_ids and v[2] == all_ids and v))
-    old_leader = view[0]
+
+
+def test_sigkill_leader_fails_over_and_rejoins(cluster):
+    nodes = cluster
+    everyone = bootstrap_of(nodes)
+    started = time.monotonic()
+    all_ids = list(range(1, NODES + 1))
+    old_leader = create_replicated_topic(nodes)[0]
     cluster_ready_s = time.monotonic() - started
 
     producer = Producer({
@@ -318,18 +324,8 @@ def quorum_roles(text: str) -> list[str]:
 def test_wiped_voter_follows_as_observer_and_rejoins(cluster):
     nodes = cluster
     everyone = bootstrap_of(nodes)
-    wait_for("3 brokers in Metadata", CLUSTER_UP_S,
-             lambda: all(broker_count(b.bootstrap) == NODES for b in nodes.values()))
-    admin = AdminClient({"bootstrap.servers": everyone})
-    futures = admin.create_topics(
-        [NewTopic(TOPIC, num_partitions=1, replication_factor=NODES,
-                  config={"min.insync.replicas": "2"})],
-        operation_timeout=10, request_timeout=CLUSTER_UP_S)
-    futures[TOPIC].result(CLUSTER_UP_S)
     all_ids = list(range(1, NODES + 1))
-    view = wait_for("RF=3 with ISR 3 and a leader", CLUSTER_UP_S, lambda: (
-        (v := partition_view(everyone)) is not None and v[0] in all_ids
-        and v[2] == all_ids and v))
+    view = create_replicated_topic(nodes)
     for i in all_ids:
         roles = quorum_roles(nodes[i].log_text())
         assert roles and roles[0] == "Follower", f"node {i} started as {roles[:1]}"

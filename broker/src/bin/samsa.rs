@@ -242,18 +242,25 @@ mod real {
         }
     }
 
-    fn format(args: FormatArgs) -> ExitCode {
-        use samsa_broker::cluster_mode::QUORUM_DIR;
-        use samsa_broker::quorum::{fresh_directory_id, QuorumStore};
-        let runtime = match tokio::runtime::Builder::new_current_thread()
+    /// The one-thread runtime of the short-lived subcommands; `None` after saying why not.
+    fn small_runtime() -> Option<tokio::runtime::Runtime> {
+        match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
         {
-            Ok(rt) => rt,
+            Ok(rt) => Some(rt),
             Err(e) => {
                 eprintln!("samsa: cannot start the runtime: {e}");
-                return ExitCode::FAILURE;
+                None
             }
+        }
+    }
+
+    fn format(args: FormatArgs) -> ExitCode {
+        use samsa_broker::cluster_mode::QUORUM_DIR;
+        use samsa_broker::quorum::{fresh_directory_id, QuorumStore};
+        let Some(runtime) = small_runtime() else {
+            return ExitCode::FAILURE;
         };
         let opened = runtime.block_on(async {
             let disk = RealDisk::new(&args.data_dir).map_err(|e| e.to_string())?;
@@ -283,15 +290,8 @@ mod real {
     }
 
     fn groups(args: crate::cli_groups::GroupsArgs) -> ExitCode {
-        let runtime = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                eprintln!("samsa: cannot start the runtime: {e}");
-                return ExitCode::FAILURE;
-            }
+        let Some(runtime) = small_runtime() else {
+            return ExitCode::FAILURE;
         };
         match runtime.block_on(crate::cli_groups::run(args)) {
             Ok(()) => ExitCode::SUCCESS,
@@ -303,15 +303,8 @@ mod real {
     }
 
     fn topics(args: crate::cli_topics::TopicsArgs) -> ExitCode {
-        let runtime = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                eprintln!("samsa: cannot start the runtime: {e}");
-                return ExitCode::FAILURE;
-            }
+        let Some(runtime) = small_runtime() else {
+            return ExitCode::FAILURE;
         };
         match runtime.block_on(crate::cli_topics::run(args)) {
             Ok(()) => ExitCode::SUCCESS,
