@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use samsa_net::error::code;
 use samsa_net::watch;
 use samsa_net::{Clock, Hooks};
 use samsa_storage::Disk;
@@ -421,6 +422,7 @@ impl<D: Disk, C: Clock> Broker<D, C> {
                             t.min_insync_replicas(),
                             start,
                             now_ms,
+                            &self.hooks,
                         );
                         tracing::info!(node = self.node_id, topic = %key.0, partition = key.1,
                             epoch = p.leader_epoch, isr = ?p.isr, leo, hw, "leading");
@@ -542,6 +544,55 @@ impl<D: Disk, C: Clock> Broker<D, C> {
             None => Ok(()),
             Some(_) if topic == crate::group::shell::OFFSETS_TOPIC => Ok(()),
             Some(c) => c.lead_check(topic, index).map(|_| ()),
+        }
+    }
+
+    /// Whether this node serves consumer groups: always on a single node; in cluster mode only
+    /// the group coordinator node (`ClusterNode::group_coordinator`) does, once its own
+    /// registration is applied (`NOT_COORDINATOR` elsewhere, so clients look it up again).
+    pub fn serve_groups(&self) -> Result<(), i16> {
+        let Some(c) = self.cluster.get() else {
+            return Ok(());
+        };
+        if c.group_coordinator_id() != Some(self.node_id) {
+            return Err(code::NOT_COORDINATOR);
+        }
+        if !c.registered_this_run() {
+            return Err(code::COORDINATOR_LOAD_IN_PROGRESS);
+        }
+        Ok(())
+    }
+
+    /// A topic's id and partition count: the local store on a single node, the image in cluster
+    /// mode (where this node may host none of its partitions).
+    pub async fn topic_shape(&self, name: &str) -> Option<(Uuid, i32)> {
+        match self.cluster.get() {
+            Some(c) => c.topic(name).map(|t| {
+                let partitions = t.partitions.keys().max().map_or(0, |m| m + 1);
+                (Uuid::from_u128(t.topic_id), partitions)
+            }),
+            None => self.meta.lock().await.topic(name).map(|t| (t.id, t.partitions)),
+        }
+    }
+
+    /// Every topic's name by id: the local store on a single node, the image in cluster mode.
+    pub async fn topic_names_by_id(&self) -> BTreeMap<Uuid, String> {
+        match self.cluster.get() {
+            Some(c) => c
+                .image()
+                .topics
+                .values()
+                .map(|t| (Uuid::from_u128(t.topic_id), t.name.clone()))
+                .collect(),
+            None => self
+                .meta
+                .lock()
+                .await
+                .state()
+                .topics
+                .values()
+                .map(|t| (t.id, t.name.clone()))
+                .collect(),
         }
     }
 

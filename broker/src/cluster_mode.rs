@@ -455,6 +455,26 @@ impl ClusterNode {
             .collect()
     }
 
+    /// The node that coordinates every consumer group in cluster mode, `(id, host, port)`:
+    /// the lowest voter id, always the same node, because its `__consumer_offsets` is a local
+    /// topic that is not replicated yet (a group that moved would lose its offsets and could
+    /// be run by two coordinators at once). `COORDINATOR_NOT_AVAILABLE` while that node is not
+    /// a registered, unfenced broker.
+    pub fn group_coordinator(&self) -> Result<(i32, String, u16), ErrorCode> {
+        let id = self
+            .group_coordinator_id()
+            .ok_or(code::COORDINATOR_NOT_AVAILABLE)?;
+        match lock(&self.image).brokers.get(&id) {
+            Some(b) if !b.fenced => Ok((id, b.host.clone(), b.port)),
+            _ => Err(code::COORDINATOR_NOT_AVAILABLE),
+        }
+    }
+
+    /// The id of the group coordinator node (the lowest voter id; see `group_coordinator`).
+    pub fn group_coordinator_id(&self) -> Option<i32> {
+        self.cfg.voters.keys().next().copied()
+    }
+
     /// The active controller's id, if the quorum has a leader.
     pub fn controller_id(&self) -> Option<i32> {
         self.quorum

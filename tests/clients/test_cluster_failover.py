@@ -5,6 +5,7 @@ and that every acknowledged record is readable exactly once, at its acknowledged
 send order, from the new leader and again through the old leader once it rejoined the ISR, and
 that the three replicas' logs are byte-identical after a clean stop. The records in flight at
 the kill are retried against the new leader, so its idempotence state must have been replicated.
+A third test runs one consumer group across the nodes (one coordinator node for every group).
 A second test wipes a voter's disk and restarts it: with its directory id pinned it comes back
 as a metadata observer (never a candidate or leader as its old self) and rejoins the partition's
 ISR as a follower that copied the log from the others.
@@ -21,7 +22,8 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import (OFFSET_BEGINNING, Consumer, ConsumerGroupTopicPartitions,
+                             KafkaException, Producer, TopicPartition)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import ANSI, SAMSA_BIN, Broker, free_ports, note
@@ -389,3 +391,74 @@ def test_wiped_voter_follows_as_observer_and_rejoins(cluster):
                f"isr_rejoin_s={rejoin_s:.2f} quorum_roles_after_wipe={sorted(set(roles))}")
     print(summary)
     note(summary)
+
+
+GROUP = "samsa-cluster-group"
+GROUP_PARTITIONS = 4
+GROUP_RECORDS = 400
+
+
+def test_one_group_coordinator_for_consumers_on_every_node(cluster):
+    """Consumer groups in cluster mode: every group lives on one coordinator node (the lowest
+    voter id, until __consumer_offsets is replicated). Two consumers of one group, each
+    bootstrapped from a different non-coordinator node, must share the partitions (no record
+    read twice), and the offsets they commit must be what every node's admin view reports."""
+    nodes = cluster
+    everyone = bootstrap_of(nodes)
+    wait_for("3 brokers in Metadata", CLUSTER_UP_S,
+             lambda: all(broker_count(b.bootstrap) == NODES for b in nodes.values()))
+    admin = AdminClient({"bootstrap.servers": everyone})
+    futures = admin.create_topics(
+        [NewTopic(TOPIC, num_partitions=GROUP_PARTITIONS, replication_factor=2)],
+        operation_timeout=10, request_timeout=CLUSTER_UP_S)
+    futures[TOPIC].result(CLUSTER_UP_S)
+    producer = Producer({"bootstrap.servers": everyone, "acks": "all"})
+    for i in range(GROUP_RECORDS):
+        producer.produce(TOPIC, key=f"k{i}".encode(), value=value_of(i),
+                         partition=i % GROUP_PARTITIONS)
+    assert producer.flush(PRODUCE_S) == 0
+
+    consumers = [Consumer({
+        "bootstrap.servers": nodes[node_id].bootstrap,
+        "group.id": GROUP,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 500,
+    }) for node_id in (2, 3)]
+    seen: list[list[bytes]] = [[], []]
+    try:
+        for c in consumers:
+            c.subscribe([TOPIC])
+        deadline = time.monotonic() + CONSUME_S * 2
+        while sum(map(len, seen)) < GROUP_RECORDS:
+            assert time.monotonic() < deadline, \
+                f"group consumed {[len(x) for x in seen]} of {GROUP_RECORDS}"
+            for i, c in enumerate(consumers):
+                msg = c.poll(0.1)
+                if msg is None:
+                    continue
+                assert msg.error() is None, f"consumer {i}: {msg.error()}"
+                seen[i].append(msg.key())
+                c.commit(message=msg, asynchronous=False)
+        everything = seen[0] + seen[1]
+        assert len(everything) == len(set(everything)) == GROUP_RECORDS, \
+            f"records read twice across the group: {len(everything) - len(set(everything))}"
+        assert seen[0] and seen[1], f"one consumer got everything: {[len(x) for x in seen]}"
+    finally:
+        for c in consumers:
+            c.close()
+
+    # Every node's admin view: the group is on node 1, with the committed end offsets.
+    for node_id, b in nodes.items():
+        a = AdminClient({"bootstrap.servers": b.bootstrap})
+        desc = a.describe_consumer_groups([GROUP])[GROUP].result(RPC_S)
+        assert desc.coordinator.id == 1, f"via node {node_id}: coordinator {desc.coordinator}"
+        offsets = a.list_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(GROUP)])[GROUP].result(RPC_S)
+        committed = {tp.partition: tp.offset for tp in offsets.topic_partitions}
+        assert committed == {p: GROUP_RECORDS // GROUP_PARTITIONS
+                             for p in range(GROUP_PARTITIONS)}, \
+            f"via node {node_id}: committed {committed}"
+    note(f"cluster group: coordinator=1 consumed={[len(x) for x in seen]} "
+         f"records={GROUP_RECORDS} partitions={GROUP_PARTITIONS}")

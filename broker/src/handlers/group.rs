@@ -4,6 +4,7 @@
 //! back; all decisions live in `crate::group`. Never blocks a connection's reader on a rebalance
 //! (waiting answers are `Reply::Later`) and never panics on request contents.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -62,11 +63,23 @@ fn submit<D: Disk, C: Clock, T: kafka_protocol::protocol::Encodable + Send + 'st
     make: impl FnOnce(group::RequestId) -> Event,
     build: impl FnOnce(Option<group::Reply>) -> T + Send + 'static,
 ) -> Reply {
+    if let Err(c) = broker.serve_groups() {
+        return respond(req, &build(Some(group::Reply::Code(c))));
+    }
     let Some((rx, effects)) = broker.groups.submit(broker.clock.now_ms(), make) else {
         return respond(req, &build(None));
     };
     spawn_effects(broker, effects);
     later(req, rx, build)
+}
+
+/// The error a builder answers when the core gave it nothing it expected: the coordinator
+/// gate's refusal (`Reply::Code`, e.g. NOT_COORDINATOR) or COORDINATOR_NOT_AVAILABLE.
+fn refusal(reply: &Option<group::Reply>) -> i16 {
+    match reply {
+        Some(group::Reply::Code(c)) => *c,
+        _ => code::COORDINATOR_NOT_AVAILABLE,
+    }
 }
 
 fn later<T: kafka_protocol::protocol::Encodable + Send + 'static>(
@@ -86,14 +99,31 @@ pub async fn find_coordinator<D: Disk, C: Clock>(
     req: &RequestFrame,
     body: FindCoordinatorRequest,
 ) -> Reply {
+    // Groups: this node on a single node; the cluster's one group coordinator node otherwise.
+    let group_coordinator = match broker.cluster.get() {
+        None => Ok((
+            broker.node_id,
+            broker.advertised_host.clone(),
+            broker.advertised_port,
+        )),
+        Some(c) => c
+            .group_coordinator()
+            .map(|(id, host, port)| (id, host, i32::from(port))),
+    };
     let found = |key: StrBytes| -> FoundCoordinator {
         let c = FoundCoordinator::default().with_key(key);
-        match body.key_type {
-            0 => c
-                .with_node_id(BrokerId(broker.node_id))
-                .with_host(s(&broker.advertised_host))
-                .with_port(broker.advertised_port)
+        match (body.key_type, &group_coordinator) {
+            (0, Ok((id, host, port))) => c
+                .with_node_id(BrokerId(*id))
+                .with_host(s(host))
+                .with_port(*port)
                 .with_error_code(code::NONE),
+            (0, Err(e)) => c
+                .with_node_id(BrokerId(-1))
+                .with_host(s(""))
+                .with_port(-1)
+                .with_error_code(*e)
+                .with_error_message(Some(s("the group coordinator node is not available"))),
             // Transactions are not served yet: say so rather than send clients somewhere.
             _ => c
                 .with_node_id(BrokerId(-1))
@@ -159,9 +189,9 @@ pub async fn join_group<D: Disk, C: Clock>(
         move |reply| {
             let r = match reply {
                 Some(group::Reply::Join(r)) => r,
-                _ => {
+                other => {
                     return JoinGroupResponse::default()
-                        .with_error_code(code::COORDINATOR_NOT_AVAILABLE)
+                        .with_error_code(refusal(&other))
                         .with_generation_id(-1)
                         .with_member_id(s(&member_id))
                 }
@@ -235,7 +265,7 @@ pub async fn sync_group<D: Disk, C: Clock>(
                 }
                 out
             }
-            _ => SyncGroupResponse::default().with_error_code(code::COORDINATOR_NOT_AVAILABLE),
+            other => SyncGroupResponse::default().with_error_code(refusal(&other)),
         },
     )
 }
@@ -309,7 +339,7 @@ pub async fn leave_group<D: Disk, C: Clock>(
                     LeaveGroupResponse::default().with_error_code(top)
                 }
             }
-            _ => LeaveGroupResponse::default().with_error_code(code::COORDINATOR_NOT_AVAILABLE),
+            other => LeaveGroupResponse::default().with_error_code(refusal(&other)),
         },
     )
 }
@@ -332,8 +362,10 @@ pub async fn offset_commit<D: Disk, C: Clock>(
                 break;
             }
             budget -= 1;
-            let known =
-                name != OFFSETS_TOPIC && broker.partition(&name, p.partition_index).is_some();
+            let known = name != OFFSETS_TOPIC
+                && broker.topic_shape(&name)
+                    .await
+                    .is_some_and(|(_, n)| (0..n).contains(&p.partition_index));
             if !known {
                 parts.push((p.partition_index, Some(code::UNKNOWN_TOPIC_OR_PARTITION)));
                 continue;
@@ -359,7 +391,7 @@ pub async fn offset_commit<D: Disk, C: Clock>(
     let build = move |reply: Option<group::Reply>| {
         let c = match reply {
             Some(group::Reply::Offsets(c)) => c,
-            _ => code::COORDINATOR_NOT_AVAILABLE,
+            other => refusal(&other),
         };
         let topics = shape
             .iter()
@@ -381,7 +413,11 @@ pub async fn offset_commit<D: Disk, C: Clock>(
         OffsetCommitResponse::default().with_topics(topics)
     };
     if entries.is_empty() {
-        return respond(req, &build(Some(group::Reply::Offsets(code::NONE))));
+        let reply = match broker.serve_groups() {
+            Ok(()) => group::Reply::Offsets(code::NONE),
+            Err(c) => group::Reply::Code(c),
+        };
+        return respond(req, &build(Some(reply)));
     }
     submit(
         broker,
@@ -441,6 +477,7 @@ pub async fn offset_fetch<D: Disk, C: Clock>(
 ) -> Reply {
     let v = req.api_version;
     let epoch = |o: &OffsetValue| if v >= 5 { o.leader_epoch } else { -1 };
+    let gate = broker.serve_groups();
     if v >= 8 {
         let groups = body
             .groups
@@ -453,6 +490,11 @@ pub async fn offset_fetch<D: Disk, C: Clock>(
                         .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
                         .collect()
                 });
+                if let Err(c) = gate {
+                    return OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id.clone())
+                        .with_error_code(c);
+                }
                 let got = fetch_offsets(broker, &g.group_id.0, asked);
                 let topics = got
                     .into_iter()
@@ -490,6 +532,11 @@ pub async fn offset_fetch<D: Disk, C: Clock>(
             .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
             .collect()
     });
+    if let (Err(c), true) = (gate, v >= 2) {
+        return respond(req, &OffsetFetchResponse::default().with_error_code(c));
+    }
+    // Before v2 there is no group-wide error: a refusal goes on every partition.
+    let each = gate.err().unwrap_or(code::NONE);
     let got = fetch_offsets(broker, &body.group_id.0, asked);
     let topics = got
         .into_iter()
@@ -500,10 +547,11 @@ pub async fn offset_fetch<D: Disk, C: Clock>(
                     parts
                         .into_iter()
                         .map(|(p, o)| {
+                            let o = o.filter(|_| each == code::NONE);
                             let (offset, leader_epoch, metadata) = committed(o.as_ref(), epoch);
                             OffsetFetchResponsePartition::default()
                                 .with_partition_index(p)
-                                .with_error_code(code::NONE)
+                                .with_error_code(each)
                                 .with_committed_offset(offset)
                                 .with_committed_leader_epoch(leader_epoch)
                                 .with_metadata(Some(metadata))
@@ -555,11 +603,14 @@ pub async fn offset_delete<D: Disk, C: Clock>(
             let (c, refused) = match reply {
                 Some(group::Reply::Offsets(c)) => (c, Vec::new()),
                 Some(group::Reply::OffsetsDeleted(refused)) => (code::NONE, refused),
-                _ => (code::COORDINATOR_NOT_AVAILABLE, Vec::new()),
+                other => (refusal(&other), Vec::new()),
             };
             // Group-wide errors go at the top; per-partition ones on each partition.
             let (top, each) = match c {
-                code::GROUP_ID_NOT_FOUND | code::COORDINATOR_NOT_AVAILABLE => (c, code::NONE),
+                code::GROUP_ID_NOT_FOUND
+                | code::COORDINATOR_NOT_AVAILABLE
+                | code::NOT_COORDINATOR
+                | code::COORDINATOR_LOAD_IN_PROGRESS => (c, code::NONE),
                 _ => (code::NONE, c),
             };
             let refused: std::collections::BTreeMap<(String, i32), i16> =
@@ -595,6 +646,7 @@ pub async fn describe_groups<D: Disk, C: Clock>(
     body: DescribeGroupsRequest,
 ) -> Reply {
     let v = req.api_version;
+    let gate = broker.serve_groups();
     let groups = body
         .groups
         .iter()
@@ -604,6 +656,13 @@ pub async fn describe_groups<D: Disk, C: Clock>(
                 let base = DescribedGroup::default()
                     .with_group_id(id.clone())
                     .with_authorized_operations(i32::MIN);
+                if let Err(c) = gate {
+                    return base
+                        .with_error_code(c)
+                        .with_group_state(s(""))
+                        .with_protocol_type(s(""))
+                        .with_protocol_data(s(""));
+                }
                 let Some(g) = core.group(&id.0) else {
                     let base = base
                         .with_error_code(code::NONE)
@@ -652,7 +711,12 @@ pub async fn list_groups<D: Disk, C: Clock>(
     let v = req.api_version;
     let states: Vec<String> = body.states_filter.iter().map(text).collect();
     let types: Vec<String> = body.types_filter.iter().map(|t| t.to_lowercase()).collect();
+    // Every broker answers with the groups it coordinates: none on the others.
+    let coordinates = broker.serve_groups().is_ok();
     let groups = broker.groups.read(|core| {
+        if !coordinates {
+            return Vec::new();
+        }
         let consumer: Vec<ListedGroup> = core
             .consumer_groups()
             .filter(|(_, g)| states.is_empty() || states.iter().any(|st| st == g.state()))
@@ -704,7 +768,12 @@ pub async fn delete_groups<D: Disk, C: Clock>(
     body: DeleteGroupsRequest,
 ) -> Reply {
     let mut waits = Vec::new();
+    let gate = broker.serve_groups();
     for id in body.groups_names.iter().take(ENTRIES_PER_REQUEST_MAX) {
+        if let Err(c) = gate {
+            waits.push((id.clone(), Err(c)));
+            continue;
+        }
         let group = id.0.to_string();
         let submitted = broker
             .groups
@@ -715,9 +784,9 @@ pub async fn delete_groups<D: Disk, C: Clock>(
         match submitted {
             Some((rx, effects)) => {
                 spawn_effects(broker, effects);
-                waits.push((id.clone(), Some(rx)));
+                waits.push((id.clone(), Ok(rx)));
             }
-            None => waits.push((id.clone(), None)),
+            None => waits.push((id.clone(), Err(code::COORDINATOR_NOT_AVAILABLE))),
         }
     }
     let req = req.clone();
@@ -725,11 +794,11 @@ pub async fn delete_groups<D: Disk, C: Clock>(
         let mut results = Vec::new();
         for (id, rx) in waits {
             let c = match rx {
-                Some(rx) => match rx.await {
+                Ok(rx) => match rx.await {
                     Ok(group::Reply::Code(c) | group::Reply::Offsets(c)) => c,
                     _ => code::COORDINATOR_NOT_AVAILABLE,
                 },
-                None => code::COORDINATOR_NOT_AVAILABLE,
+                Err(c) => c,
             };
             results.push(
                 DeletableGroupResult::default()
@@ -772,22 +841,12 @@ pub async fn consumer_group_heartbeat<D: Disk, C: Clock>(
         .groups
         .read(|core| core.consumer_subscriptions(&group_id));
     names.extend(subscribed.iter().flatten().cloned());
-    let topics = {
-        let store = broker.meta.lock().await;
-        names
-            .iter()
-            .filter(|n| n.as_str() != OFFSETS_TOPIC)
-            .filter_map(|n| {
-                store.topic(n).map(|t| {
-                    let info = group::consumer::TopicInfo {
-                        id: t.id,
-                        partitions: t.partitions,
-                    };
-                    (n.clone(), info)
-                })
-            })
-            .collect()
-    };
+    let mut topics = BTreeMap::new();
+    for n in names.iter().filter(|n| n.as_str() != OFFSETS_TOPIC) {
+        if let Some((id, partitions)) = broker.topic_shape(n).await {
+            topics.insert(n.clone(), group::consumer::TopicInfo { id, partitions });
+        }
+    }
     let hb = group::consumer::Heartbeat {
         request: 0,
         group: group_id,
@@ -826,8 +885,7 @@ pub async fn consumer_group_heartbeat<D: Disk, C: Clock>(
                     .with_heartbeat_interval_ms(r.heartbeat_interval_ms)
                     .with_assignment(assignment)
             }
-            _ => ConsumerGroupHeartbeatResponse::default()
-                .with_error_code(code::COORDINATOR_NOT_AVAILABLE),
+            other => ConsumerGroupHeartbeatResponse::default().with_error_code(refusal(&other)),
         },
     )
 }
@@ -838,15 +896,8 @@ pub async fn consumer_group_describe<D: Disk, C: Clock>(
     body: ConsumerGroupDescribeRequest,
 ) -> Reply {
     use consumer_group_describe_response as cgd;
-    let names: std::collections::BTreeMap<uuid::Uuid, String> = {
-        let store = broker.meta.lock().await;
-        store
-            .state()
-            .topics
-            .values()
-            .map(|t| (t.id, t.name.clone()))
-            .collect()
-    };
+    let names = broker.topic_names_by_id().await;
+    let gate = broker.serve_groups();
     let described = |a: &group::consumer::Partitions| -> cgd::Assignment {
         cgd::Assignment::default().with_topic_partitions(
             a.iter()
@@ -868,6 +919,9 @@ pub async fn consumer_group_describe<D: Disk, C: Clock>(
                 let base = cgd::DescribedGroup::default()
                     .with_group_id(id.clone())
                     .with_authorized_operations(i32::MIN);
+                if let Err(c) = gate {
+                    return base.with_error_code(c);
+                }
                 let Some(g) = core.consumer_group(&id.0) else {
                     return base
                         .with_error_code(code::GROUP_ID_NOT_FOUND)
