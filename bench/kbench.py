@@ -31,7 +31,9 @@ def result(obj):
 
 def create(a):
     admin = AdminClient({"bootstrap.servers": a.bootstrap})
-    topics = [NewTopic(t, num_partitions=a.partitions, replication_factor=1) for t in a.topic]
+    configs = {"min.insync.replicas": str(a.min_insync)} if a.replication_factor > 1 else {}
+    topics = [NewTopic(t, num_partitions=a.partitions, replication_factor=a.replication_factor,
+                       config=configs) for t in a.topic]
     errors = {}
     for name, fut in admin.create_topics(topics, operation_timeout=15).items():
         try:
@@ -177,6 +179,8 @@ def main():
     ap.add_argument("--bootstrap", required=True)
     ap.add_argument("--topic", action="append", required=True)
     ap.add_argument("--partitions", type=int, default=1)
+    ap.add_argument("--replication-factor", type=int, default=1)
+    ap.add_argument("--min-insync", type=int, default=2)
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--rate", type=float, default=1000)
     ap.add_argument("--duration", type=float, default=10)

@@ -5,8 +5,10 @@ with min–max whiskers. It only writes the SVG file it is given; it never runs 
 import math
 import statistics
 
-COLORS = {"samsa": "#1f77b4", "samsa-none": "#6baed6", "tansu": "#ff7f0e", "mock": "#7f7f7f"}
-NAMES = {"samsa": "Samsa (fsync)", "samsa-none": "Samsa (none)", "tansu": "Tansu (memory)",
+COLORS = {"samsa": "#1f77b4", "samsa-none": "#6baed6", "samsa-rf3": "#2ca02c",
+          "tansu": "#ff7f0e", "mock": "#7f7f7f"}
+NAMES = {"samsa": "Samsa (fsync)", "samsa-none": "Samsa (none)",
+         "samsa-rf3": "Samsa 3 nodes RF3 (fsync)", "tansu": "Tansu (memory)",
          "mock": "librdkafka mock (ceiling)"}
 THROUGHPUT = [("produce_1k", "produce 1 KiB"), ("produce_100", "produce 100 B"),
               ("produce_1k_8p", "produce 1 KiB ×8 part."), ("fetch", "fetch")]

@@ -11,9 +11,12 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import plot  # noqa: E402
 
-SYSTEMS = ["samsa", "samsa-none", "tansu", "mock"]
-HEADS = {"samsa": "Samsa (fsync)", "samsa-none": "Samsa (none)", "tansu": "Tansu (memory)",
-         "mock": "mock ceiling"}
+SYSTEMS = ["samsa", "samsa-none", "samsa-rf3", "tansu", "mock"]
+HEADS = {"samsa": "Samsa (fsync)", "samsa-none": "Samsa (none)",
+         "samsa-rf3": "Samsa 3 nodes RF3", "tansu": "Tansu (memory)", "mock": "mock ceiling"}
+# Ratio columns: (numerator, denominator, heading).
+RATIOS = [("samsa", "tansu", "Samsa/Tansu"), ("samsa", "mock", "Samsa/mock"),
+          ("samsa-rf3", "samsa", "RF3/RF1")]
 # (workload, field, label, unit, better)
 ROWS = [
     ("produce_1k", "msgs_s", "produce 1 KiB, acks=all, linger 5 ms, 1 part.", "msg/s", "high"),
@@ -71,7 +74,9 @@ def cell(vals):
 def table(res):
     """Returns (header, rows) with strings, and the medians for the JSON summary."""
     systems = [s for s in SYSTEMS if s in res["meta"]["systems"]]
-    head = ["workload", "unit"] + [HEADS[s] for s in systems] + ["Samsa/Tansu", "Samsa/mock"]
+    # The two peer columns always (a missing peer shows "—"); RF3/RF1 when both ran.
+    ratios = RATIOS[:2] + [r for r in RATIOS[2:] if r[0] in systems and r[1] in systems]
+    head = ["workload", "unit"] + [HEADS[s] for s in systems] + [r[2] for r in ratios]
     rows, summary = [], []
     for w, field, label, unit, better in ROWS:
         per = res["workloads"].get(w, {})
@@ -85,8 +90,8 @@ def table(res):
             med[s] = m
         if all(v is None for v in med.values()):
             continue
-        for peer in ("tansu", "mock"):
-            a, b = med.get("samsa"), med.get(peer)
+        for num, den, _ in ratios:
+            a, b = med.get(num), med.get(den)
             line.append(f"{a / b:.2f}" if a is not None and b else "—")
         rows.append(line)
         summary.append({"workload": w, "field": field, "unit": unit, "better": better,
@@ -102,7 +107,7 @@ def table(res):
             txt, m = cell([r.get(field) for r in runs])
             sub = (f"recovery, SIGKILL, {rec['bytes_on_disk'] / 1e9:,.1f} GB, "
                    f"{rec['files']} files: {label}")
-            rows.append([sub, "s ↓", txt] + ["—"] * (len(systems) - 1) + ["—", "—"])
+            rows.append([sub, "s ↓", txt] + ["—"] * (len(systems) - 1) + ["—"] * len(ratios))
             summary.append({"workload": "recovery", "field": field, "runs": label,
                             "unit": "s", "median": {"samsa": m}})
     for key, label, unit in PHYS:
@@ -111,7 +116,8 @@ def table(res):
             continue
         txt = fmt(p["median"]) if p["n"] == 1 else \
             f"{fmt(p['median'])} [{fmt(p['min'])}–{fmt(p['max'])}]"
-        rows.append([f"limit: {label}", unit, txt] + [""] * (len(systems) - 1) + ["", ""])
+        rows.append([f"limit: {label}", unit, txt] + [""] * (len(systems) - 1)
+                    + [""] * len(ratios))
     return head, rows, summary
 
 

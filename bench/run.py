@@ -2,7 +2,8 @@
 """bench/run.py: runs the benchmark workloads against Samsa and its peers, alternating systems
 within each repetition so that machine drift hits all alike, and writes target/bench/results.json.
 
-Systems: samsa (default fsync flush policy), samsa-none (flush policy none), Tansu's memory engine,
+Systems: samsa (default fsync flush policy), samsa-none (flush policy none), samsa-rf3 (three
+nodes on this machine, RF 3, min.insync.replicas 2, acks=all, fsync), Tansu's memory engine,
 and librdkafka's mock cluster held in its own process (the client-side ceiling). Load generators
 are real clients: rdkafka_performance (C, librdkafka 2.16) for throughput and the confluent-kafka
 driver bench/kbench.py for end-to-end latency. Physical limits (iperf3, fio, CRC-32C) are
@@ -25,6 +26,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "target", "bench")
 START_WAIT_S = 30  # bound on a server's start-up
+CLUSTER_NODES = 3  # samsa-rf3: nodes, and the replication factor of its topics
 STOP_WAIT_S = 10  # bound on a graceful stop before SIGKILL
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 LIVE = []  # every process started here, stopped in finally
@@ -123,6 +125,8 @@ class Server:
         self.t_listen = None
 
     def start(self, fresh=True):
+        if self.kind == "samsa-rf3":
+            return self.start_cluster()
         os.makedirs(self.workdir, exist_ok=True)
         out = os.path.join(self.workdir, f"{self.kind}.out")
         data = os.path.join(self.workdir, "data")
@@ -161,15 +165,65 @@ class Server:
         self.addr = f"127.0.0.1:{port}"
         return self
 
+    def start_cluster(self):
+        """samsa-rf3: three combined-mode nodes (each voter pinned by `samsa format`), fsync
+        policy; topics are created with RF 3 and min.insync.replicas 2, clients use acks=all,
+        so every acknowledged batch is on all three nodes' page caches and fsynced on each."""
+        os.makedirs(self.workdir, exist_ok=True)
+        t0 = time.monotonic()
+        ports = [free_port() for _ in range(2 * CLUSTER_NODES)]
+        voters = []
+        for i in range(CLUSTER_NODES):
+            data = os.path.join(self.workdir, f"data{i + 1}")
+            shutil.rmtree(data, ignore_errors=True)
+            dir_id = subprocess.run([self.tools["SAMSA"], "format", "--data-dir", data],
+                                    capture_output=True, text=True, check=True).stdout.strip()
+            voters.append(f"{i + 1}@127.0.0.1:{ports[CLUSTER_NODES + i]}:{dir_id}")
+        self.procs = []
+        for i in range(CLUSTER_NODES):
+            out = os.path.join(self.workdir, f"{self.kind}.n{i + 1}.out")
+            cmd = [self.tools["SAMSA"], "broker", "--listen", f"127.0.0.1:{ports[i]}",
+                   "--data-dir", os.path.join(self.workdir, f"data{i + 1}"),
+                   "--node-id", str(i + 1), "--voters", ",".join(voters),
+                   "--controller-listen", f"127.0.0.1:{ports[CLUSTER_NODES + i]}",
+                   "--flush-policy", "fsync", "--log-level", "warn"]
+            self.procs.append(spawn(cmd, out))
+        ok = wait_for(lambda: all(file_match(os.path.join(self.workdir, f"{self.kind}.n{i + 1}"
+                                                          ".out"), r"samsa listening on")
+                                  for i in range(CLUSTER_NODES))
+                      or any(p.poll() is not None for p in self.procs), START_WAIT_S)
+        self.proc = self.procs[0]
+        if ok and not any(p.poll() is not None for p in self.procs):
+            from confluent_kafka import KafkaException
+            from confluent_kafka.admin import AdminClient
+            admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{ports[0]}"})
+
+            def registered():
+                try:
+                    return len(admin.list_topics(timeout=2).brokers) == CLUSTER_NODES
+                except KafkaException:
+                    return False
+            ok = wait_for(registered, START_WAIT_S, 0.2)
+        self.t_listen = time.monotonic() - t0
+        if not ok or any(p.poll() is not None for p in self.procs):
+            raise RuntimeError(f"{self.kind} did not start; see {self.workdir}")
+        self.port = ports[0]
+        self.addr = ",".join(f"127.0.0.1:{ports[i]}" for i in range(CLUSTER_NODES))
+        return self
+
     def cpu_s(self):
-        return proc_cpu_s(self.proc.pid)
+        """CPU seconds of every process of this system (all three nodes of a cluster)."""
+        vals = [proc_cpu_s(p.pid) for p in getattr(self, "procs", None) or [self.proc]]
+        return None if any(v is None for v in vals) else sum(vals)
 
     def hwm_mb(self):
-        return proc_hwm_mb(self.proc.pid)
+        vals = [proc_hwm_mb(p.pid) for p in getattr(self, "procs", None) or [self.proc]]
+        return None if any(v is None for v in vals) else sum(vals)
 
     def stop(self, sig=signal.SIGTERM):
-        if self.proc is not None:
-            stop(self.proc, sig)
+        for p in getattr(self, "procs", None) or [self.proc]:
+            if p is not None:
+                stop(p, sig)
 
 
 def run_cmd(cmd, timeout, out_path):
@@ -275,6 +329,8 @@ def physical(tools, cfg, rep):
 
 
 def workloads_for(kind):
+    if kind == "samsa-rf3":  # replication's cost on the produce path and on latency
+        return ["produce_1k", "produce_1k_8p", "e2e_1000"]
     if kind == "samsa-none":  # e2e too: it separates the fsync's share of the latency
         return ["produce_1k", "produce_100", "produce_1k_8p", "e2e_1000", "e2e_10000"]
     if kind == "mock":
@@ -290,11 +346,12 @@ def one_system(tools, cfg, kind, rep, out):
     o = lambda name: os.path.join(wd, f"{name}.r{rep}.out")  # noqa: E731
     try:
         if kind != "mock":  # the mock has no CreateTopics: it auto-creates 4 partitions
+            rf = ["--replication-factor", str(CLUSTER_NODES)] if kind == "samsa-rf3" else []
             kbench(tools, ["create", "--bootstrap", srv.addr, "--topic", "p1k", "--topic",
                            "p100", "--topic", "fetch", "--topic", "e2e1000", "--topic",
-                           "e2e10000"], 60, o("create1"))
+                           "e2e10000"] + rf, 60, o("create1"))
             kbench(tools, ["create", "--bootstrap", srv.addr, "--topic", "p1k8",
-                           "--partitions", "8"], 60, o("create8"))
+                           "--partitions", "8"] + rf, 60, o("create8"))
         produced = 0
         for w in workloads_for(kind):
             c0 = srv.cpu_s()
@@ -341,7 +398,8 @@ def one_system(tools, cfg, kind, rep, out):
                  "peak_rss_mb_per_gb": hwm / (produced / 1e9)})
     finally:
         srv.stop()
-        shutil.rmtree(os.path.join(wd, "data"), ignore_errors=True)
+        for i in range(CLUSTER_NODES + 1):
+            shutil.rmtree(os.path.join(wd, f"data{i or ''}"), ignore_errors=True)
 
 
 def recovery(tools, cfg):
@@ -411,7 +469,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--systems", default="samsa,samsa-none,tansu,mock")
+    ap.add_argument("--systems", default="samsa,samsa-none,samsa-rf3,tansu,mock")
     ap.add_argument("--recovery-mb", type=int, default=0, help="0 = mode default")
     ap.add_argument("--recovery-segments", type=int, default=0)
     ap.add_argument("--out", default=os.path.join(BENCH, "results.json"))

@@ -11,7 +11,7 @@
 # Usage: ci/bench.sh [--quick] [--reps N] [--systems a,b] [--recovery-mb N] [--recovery-segments N]
 #   --quick              small sizes (under 5 minutes with installs); default is the full run
 #   --reps N             repetitions per system and workload (default 3)
-#   --systems LIST       subset of samsa,samsa-none,tansu,mock
+#   --systems LIST       subset of samsa,samsa-none,samsa-rf3,tansu,mock
 #   --recovery-mb N      data written before the SIGKILL recovery test (quick 64, full 2048)
 #   --recovery-segments N  segments it is spread over (quick 16, full 100)
 set -euo pipefail
