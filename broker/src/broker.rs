@@ -571,7 +571,12 @@ impl<D: Disk, C: Clock> Broker<D, C> {
                 let partitions = t.partitions.keys().max().map_or(0, |m| m + 1);
                 (Uuid::from_u128(t.topic_id), partitions)
             }),
-            None => self.meta.lock().await.topic(name).map(|t| (t.id, t.partitions)),
+            None => self
+                .meta
+                .lock()
+                .await
+                .topic(name)
+                .map(|t| (t.id, t.partitions)),
         }
     }
 

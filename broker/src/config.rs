@@ -472,9 +472,7 @@ fn parse_voter_entries(text: &str) -> Result<BTreeMap<i32, VoterEntry>, BadConfi
                 let dir = u128::from_str_radix(dir, 16)
                     .ok()
                     .filter(|d| *d != 0)
-                    .ok_or_else(|| {
-                        BadConfig(format!("voters: bad directory id in {item:?}"))
-                    })?;
+                    .ok_or_else(|| BadConfig(format!("voters: bad directory id in {item:?}")))?;
                 (addr, Some(dir))
             }
             _ => (rest, None),

@@ -363,7 +363,8 @@ pub async fn offset_commit<D: Disk, C: Clock>(
             }
             budget -= 1;
             let known = name != OFFSETS_TOPIC
-                && broker.topic_shape(&name)
+                && broker
+                    .topic_shape(&name)
                     .await
                     .is_some_and(|(_, n)| (0..n).contains(&p.partition_index));
             if !known {
