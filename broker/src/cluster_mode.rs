@@ -160,6 +160,7 @@ impl ClusterNode {
         net: N,
         hooks: Hooks,
     ) -> Result<Arc<ClusterNode>, String> {
+        let planted = Planted::from_hooks(&hooks);
         let quorum_cfg = QuorumConfig {
             id: nid(node.node_id),
             listen: cfg.controller_listen,
@@ -220,7 +221,7 @@ impl ClusterNode {
                     .unwrap_or(i64::MAX),
             },
             node.seed ^ 0xc0_47_01_1e,
-            Planted::default(),
+            planted,
         );
         tracing::info!(
             controller_listen = %quorum.local_addr(),

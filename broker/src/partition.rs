@@ -358,14 +358,27 @@ impl<D: Disk> Partition<D> {
         requested: i32,
     ) -> Result<(i32, i64), i16> {
         let log = self.log.lock().await;
-        samsa_cluster::replica::offset_for_leader_epoch(
+        let answer = samsa_cluster::replica::offset_for_leader_epoch(
             log.epoch_cache(),
             log.log_end_offset(),
             leader_epoch,
             current_leader_epoch,
             requested,
             Default::default(),
-        )
+        );
+        // Planted bug (simulation builds only): an epoch this leader never had, newer than the
+        // largest one it has below it, is answered as if it were its own latest: with its log
+        // end, so a follower keeps the divergent tail it wrote in that epoch.
+        match answer {
+            Ok((epoch, _))
+                if epoch != requested
+                    && requested != samsa_storage::log::epoch_cache::UNDEFINED_EPOCH
+                    && self.hooks.mutant("ofle_newer_epoch") =>
+            {
+                Ok((requested, log.log_end_offset()))
+            }
+            answer => answer,
+        }
     }
 
     /// Follower truncation: removes every batch at or after `offset` (and the epochs past it).

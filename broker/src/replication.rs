@@ -23,20 +23,23 @@ use kafka_protocol::messages::{
     FetchResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use samsa_cluster::planted::Planted;
 use samsa_cluster::replica::{
     first_requested_epoch, follower_truncation, LeaderConfig, LeaderEffect, LeaderEvent,
     LeaderStart, PartitionLeader, TruncationStep, WaiterId,
 };
 use samsa_net::error::{code, ErrorCode};
 use samsa_net::frame::{read_frame, write_frame};
-use samsa_net::{watch, Clock, Net};
+use samsa_net::{watch, Clock, Hooks, Net};
 use samsa_storage::log::epoch_cache::UNDEFINED_EPOCH;
 use samsa_storage::{Disk, LogError};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 
 use crate::broker::Broker;
+use crate::group_commit::Outcome;
 use crate::partition::Partition;
+use crate::topic_config::FlushPolicy;
 
 /// Kafka's `replica.lag.time.max.ms`: a follower that has not caught up for this long leaves
 /// the ISR. The leader ticks its cores every half of it.
@@ -187,13 +190,15 @@ pub fn new_leader_core(
     min_insync_replicas: usize,
     start: LeaderStart,
     now_ms: i64,
+    hooks: &Hooks,
 ) -> PartitionLeader {
     let config = LeaderConfig {
         local,
         min_insync_replicas,
         replica_lag_time_max_ms: REPLICA_LAG_TIME_MAX_MS,
     };
-    PartitionLeader::new(config, start, now_ms, Default::default())
+    // Planted bugs (`hw_advance_below_min_isr`) exist only in simulation builds.
+    PartitionLeader::new(config, start, now_ms, Planted::from_hooks(hooks))
 }
 
 /// AlterPartition refusals that prove the controller did not apply the request: only these
@@ -501,7 +506,8 @@ async fn follow_session<D: Disk, C: Clock>(
             leo,
             partition.high_watermark(),
             (answer.leader_epoch, answer.end_offset),
-            Default::default(),
+            // Planted bug `truncate_to_own_hw` (simulation builds only).
+            Planted::from_hooks(&broker.hooks),
         );
         let cut = match step {
             TruncationStep::Done { truncate_to } => (truncate_to, None),
@@ -574,6 +580,16 @@ async fn follow_session<D: Disk, C: Clock>(
         if !records.is_empty() {
             let now = broker.clock.now_ms();
             match partition.append_replicated(records, now).await {
+                // Under `fsync` the next Fetch (whose offset tells the leader what we hold, and
+                // so moves its high watermark and answers acks=all) waits for our own sync:
+                // otherwise a power loss of the whole ISR lost acknowledged records that only
+                // page caches held (sim: cluster_replication 3899).
+                Ok(appended) if partition.config().flush_policy == FlushPolicy::Fsync => {
+                    match partition.wait_durable(appended.end_offset).await {
+                        Ok(Outcome::Durable) => {}
+                        _ => return SessionEnd::Retry("sync", code::KAFKA_STORAGE_ERROR),
+                    }
+                }
                 Ok(_) => {}
                 // Someone else moved our log end: fetch again from there.
                 Err(LogError::OffsetMismatch { .. }) => continue,
@@ -598,7 +614,11 @@ mod tests {
             log_end_offset: 10,
             high_watermark: 10,
         };
-        LeaderSlot::new(9, new_leader_core(1, min_isr, start, 0), 10)
+        LeaderSlot::new(
+            9,
+            new_leader_core(1, min_isr, start, 0, &Hooks::default()),
+            10,
+        )
     }
 
     fn fetch(replica: i32, fetch_offset: i64) -> LeaderEvent {

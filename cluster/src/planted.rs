@@ -6,8 +6,8 @@ use samsa_net::hooks::Hooks;
 
 /// Names of the planted bugs, as `Hooks::mutant` knows them.
 pub const ISR_ACK_BEFORE_REPLICATED: &str = "isr_ack_before_replicated";
-pub const ISR_HW_BELOW_MIN_ISR: &str = "isr_hw_below_min_isr";
-pub const FOLLOWER_TRUNCATE_TO_HW: &str = "follower_truncate_to_hw";
+pub const ISR_HW_BELOW_MIN_ISR: &str = "hw_advance_below_min_isr";
+pub const FOLLOWER_TRUNCATE_TO_HW: &str = "truncate_to_own_hw";
 pub const OFLE_NEWER_EPOCH: &str = "ofle_newer_epoch";
 pub const EPOCH_CACHE_NOT_TRUNCATED: &str = "epoch_cache_not_truncated";
 pub const UNCLEAN_ELECTION_WHEN_DISABLED: &str = "unclean_election_when_disabled";

@@ -1,13 +1,16 @@
-//! Scenario `cluster_replication`: three madsim nodes each run the real broker in cluster mode
-//! (all three are metadata voters and brokers) on their own `SimDisk`, skewed `SimClock` and a
-//! chaos network; the single-node workload (samsa-net's client) creates an RF=3 topic with a
-//! drawn `min.insync.replicas`, runs idempotent acks=all producers and an optional consumer;
-//! a nemesis power-fails and restarts nodes, pauses them, cuts one node off from its peers
-//! (both ways, one way, or from everyone) and jumps node clocks. The liveness phase heals
-//! everything, waits for every partition's ISR to be full again, reads every partition from
-//! its leader, then freezes the nodes and reads every in-sync replica's local log from its own
-//! disk for `replicas_agree`. Never shares state between runs; never draws from anything but
-//! the run's seed.
+//! Scenario `cluster_replication`: 3 to 5 madsim nodes each run the real broker in cluster mode
+//! (every node is a metadata voter and a broker) on their own `SimDisk`, skewed `SimClock` and
+//! a chaos network; the single-node workload (samsa-net's client) creates a topic with a drawn
+//! replication factor (1 to 3, so partitions may live on a subset of the nodes) and
+//! `min.insync.replicas`, runs idempotent acks=all producers and an optional consumer; a
+//! nemesis power-fails and restarts nodes (one at a time, a partition's current leader while a
+//! send is in flight, or every replica of a partition's ISR at the same instant), pauses them,
+//! cuts one node off from its peers (both ways, one way, or from everyone) or only its
+//! controller-port traffic, and jumps node clocks. The liveness phase heals everything, waits
+//! for every partition's ISR to hold all its replicas again, reads every partition from its
+//! leader, then freezes the nodes and reads every in-sync replica's local log from its own disk
+//! for `replicas_agree`. Never shares state between runs; never draws from anything but the
+//! run's seed.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -20,19 +23,21 @@ use madsim::runtime::Handle;
 use samsa_broker::NodeConfig;
 use samsa_net::client::{Admin, ClientConfig};
 use samsa_net::TokioNet;
-use samsa_sim::chaos::{Chaos, ChaosConfig, ChaosNet};
+use samsa_sim::chaos::{Chaos, ChaosConfig, ChaosNet, PortCut};
 use samsa_sim::clock::SimClock;
 use samsa_sim::coverage::Coverage;
 use samsa_sim::disk::{DiskFaults, SimDisk, SimFs};
-use samsa_sim::history::{History, ReplicaLogs};
+use samsa_sim::history::{Call, History, ReplicaLogs};
 use samsa_sim::seed::{child_seed, Seed};
 
 use crate::sim_run::Run;
 use crate::workload::{self, Workload, PARTITIONS_MAX, TOPIC};
 
 pub const SCENARIO: &str = "cluster_replication";
-/// Brokers (each also a metadata voter).
-pub const NODES: u32 = 3;
+/// Brokers (each also a metadata voter): the options draw 3 to this.
+pub const NODES_MAX: u32 = 5;
+/// Nodes when the options leave the count at 0.
+pub const NODES_DEFAULT: u32 = 3;
 pub const CLIENT_PORT: u16 = 9092;
 pub const CONTROLLER_PORT: u16 = 9093;
 /// Client nodes a run may create (producers + consumers).
@@ -48,6 +53,17 @@ pub const SETTLE_POLL_MS: u64 = 200;
 /// Bytes one local-log read returns, and reads per replica (bounds the replica reader).
 pub const REPLICA_READ_BYTES: usize = 1 << 20;
 pub const REPLICA_READS_MAX: u32 = 10_000;
+/// How long the nemesis waits for a client answer about leaders and ISRs before it falls back.
+pub const NEMESIS_METADATA_MS: u64 = 3_000;
+/// Before a leader or ISR power loss the nemesis waits for a send in flight (mid-produce), in
+/// polls of `MID_PRODUCE_POLL_MS`, at most this many.
+pub const MID_PRODUCE_POLLS_MAX: u32 = 500;
+pub const MID_PRODUCE_POLL_MS: u64 = 2;
+/// Once a send is in flight, the nemesis waits a drawn 0..=this many ms more before the kill.
+pub const MID_PRODUCE_LAG_MS_MAX: u64 = 30;
+/// Latest history ops searched for a send in flight (each producer sends one at a time, so
+/// its send in flight is among its latest ops).
+pub const IN_FLIGHT_SCAN_MAX: usize = 256;
 
 fn now_ms() -> u64 {
     samsa_sim::sim_now_ms()
@@ -61,8 +77,17 @@ fn client_addr(i: u32) -> SocketAddr {
     SocketAddr::new(node_ip(i), CLIENT_PORT)
 }
 
-fn voters() -> String {
-    (0..NODES)
+/// The run's node count (every node a voter).
+fn node_count(o: &crate::SimOptions) -> u32 {
+    if o.quorum_nodes == 0 {
+        NODES_DEFAULT
+    } else {
+        o.quorum_nodes.clamp(1, NODES_MAX)
+    }
+}
+
+fn voters(nodes: u32) -> String {
+    (0..nodes)
         .map(|i| format!("{}@{}", i + 1, SocketAddr::new(node_ip(i), CONTROLLER_PORT)))
         .collect::<Vec<_>>()
         .join(",")
@@ -77,7 +102,7 @@ fn broker_config(run: &Run, i: u32, seed: u64) -> NodeConfig {
         segment_bytes: run.opts.segment_bytes,
         num_partitions: run.opts.partitions,
         seed,
-        voters: Some(voters()),
+        voters: Some(voters(node_count(&run.opts))),
         broker_heartbeat_interval_ms: 300,
         broker_session_timeout_ms: 3_000,
         ..NodeConfig::default()
@@ -105,12 +130,13 @@ pub(crate) async fn supervise(run: Run) -> (History, u64, Coverage) {
         madsim::buggify::enable();
     }
     let o = run.opts.clone();
+    let nodes = node_count(&o);
     run.trace.event(format!(
-        "replication nodes={NODES} partitions={} rf={} min_isr={}",
+        "replication nodes={nodes} partitions={} rf={} min_isr={}",
         o.partitions, o.replication_factor, o.min_insync
     ));
     let mut cseed = Seed::new(run.seed).child("replication/clocks");
-    let clocks: Vec<SimClock> = (0..NODES)
+    let clocks: Vec<SimClock> = (0..nodes)
         .map(|_| {
             let offset = if o.clock_offset_ms != 0 {
                 cseed.range_u64(0, 2 * o.clock_offset_ms.unsigned_abs()) as i64
@@ -128,26 +154,31 @@ pub(crate) async fn supervise(run: Run) -> (History, u64, Coverage) {
         .collect();
     let broker_chaos = Chaos::new(child_seed(run.seed, "broker/chaos"), o.chaos.clone());
     let client_chaos = Chaos::new(child_seed(run.seed, "client/chaos"), o.chaos.clone());
+    // The controller-only partition: cut (node IP, controller port) endpoints, seen by every
+    // broker's network (kept across restarts).
+    let cut = PortCut::new();
     let run = Arc::new(run);
 
     let mut node_ids = Vec::new();
-    for i in 0..NODES {
+    for i in 0..nodes {
         let incarnations = Arc::new(AtomicU64::new(0));
         let base = child_seed(run.seed, &format!("broker/n{i}"));
-        let (run, clock, chaos) = (
+        let (run, clock, chaos, cut) = (
             run.clone(),
             clocks[i as usize].clone(),
             broker_chaos.clone(),
+            cut.clone(),
         );
         let node = h
             .create_node()
             .name(format!("broker{}", i + 1))
             .ip(node_ip(i))
             .init(move || {
-                let (run, clock, chaos, incarnations) = (
+                let (run, clock, chaos, cut, incarnations) = (
                     run.clone(),
                     clock.clone(),
                     chaos.clone(),
+                    cut.clone(),
                     incarnations.clone(),
                 );
                 async move {
@@ -161,7 +192,12 @@ pub(crate) async fn supervise(run: Run) -> (History, u64, Coverage) {
                     // A restarted node's old listeners may still hold its addresses for a
                     // moment: retry a start that failed at once, bounded.
                     for attempt in 0..START_ATTEMPTS_MAX {
-                        let net = ChaosNet::new(TokioNet, chaos.clone());
+                        let net = ChaosNet::with_port_cut(
+                            TokioNet,
+                            chaos.clone(),
+                            cut.clone(),
+                            node_ip(i),
+                        );
                         let result = samsa_broker::run_node(
                             broker_config(&run, i, seed),
                             SimDisk::current(),
@@ -203,7 +239,7 @@ pub(crate) async fn supervise(run: Run) -> (History, u64, Coverage) {
         trace: run.trace.clone(),
         opts: o.clone(),
         stop: Arc::new(AtomicBool::new(false)),
-        bootstrap: (0..NODES).map(client_addr).collect(),
+        bootstrap: (0..nodes).map(client_addr).collect(),
     };
     let mut client_ids = Vec::new();
     let mut tasks = Vec::new();
@@ -225,21 +261,24 @@ pub(crate) async fn supervise(run: Run) -> (History, u64, Coverage) {
         tasks.push(task);
     }
 
-    // Safety phase: faults.
+    // Safety phase: faults. The nemesis asks Metadata (leaders, ISRs) from a client node of
+    // its own, over a network without chaos (clogged links still apply).
     let net = NetSim::current();
     let mut seed = Seed::new(run.seed).child("nemesis");
     let mut counts = Coverage::default();
-    for name in [
-        "nemesis.crash",
-        "nemesis.pause",
-        "nemesis.partition",
-        "nemesis.isolate_from_peers",
-        "nemesis.isolate",
-        "nemesis.one_way",
-        "nemesis.clock_jump",
-    ] {
+    for name in NEMESIS_COVERAGE {
         counts.add(name, 0);
     }
+    let nemesis = h
+        .create_node()
+        .name("nemesis")
+        .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 2, 2)))
+        .build();
+    let nemesis_wl = Workload {
+        chaos: Chaos::new(child_seed(run.seed, "nemesis/chaos"), ChaosConfig::NONE),
+        ..wl.clone()
+    };
+    let partitions = o.partitions.clamp(1, PARTITIONS_MAX);
     let safety_end = now_ms() + o.safety_ms;
     let n = node_ids.len();
     while now_ms() < safety_end {
@@ -253,6 +292,102 @@ pub(crate) async fn supervise(run: Run) -> (History, u64, Coverage) {
             madsim::time::sleep(Duration::from_millis(seed.range_u64(10, 3_000))).await;
             h.kill(node_ids[i]);
             h.restart(node_ids[i]);
+        } else if seed.chance(o.leader_crash_p) {
+            // Leader crash mid-produce: the current leader of one partition, as Metadata says,
+            // power-fails while a send to that partition is in flight (if one comes soon).
+            let partition = seed.range_u64(0, partitions as u64 - 1) as i32;
+            let down = seed.range_u64(10, 3_000);
+            let view = cluster_view(&nemesis, &nemesis_wl).await;
+            let leader = match &view {
+                Ok(v) => v
+                    .partitions
+                    .get(&partition)
+                    .map(|(leader, _)| *leader)
+                    .filter(|l| *l >= 1 && *l as usize <= n)
+                    .ok_or_else(|| format!("partition {partition} has no known leader")),
+                Err(e) => Err(e.clone()),
+            };
+            let lag = seed.range_u64(0, MID_PRODUCE_LAG_MS_MAX);
+            let in_flight = wait_for_send(&history, partition, lag).await;
+            let victim = match &leader {
+                Ok(l) => {
+                    run.trace.event(format!(
+                        "nemesis: power-fail n{l}, leader of partition {partition} \
+                         (send in flight: {in_flight})"
+                    ));
+                    counts.add("nemesis.leader_crash", 1);
+                    *l as usize - 1
+                }
+                Err(e) => {
+                    run.trace.event(format!(
+                        "nemesis: leader of partition {partition} unknown ({e}): power-fail \
+                         n{} (send in flight: {in_flight})",
+                        i + 1
+                    ));
+                    counts.add("nemesis.leader_unknown", 1);
+                    i
+                }
+            };
+            if in_flight {
+                counts.add("nemesis.mid_produce", 1);
+            }
+            h.kill(node_ids[victim]);
+            madsim::time::sleep(Duration::from_millis(down)).await;
+            h.kill(node_ids[victim]);
+            h.restart(node_ids[victim]);
+        } else if seed.chance(o.isr_crash_p) {
+            // Correlated power loss: every member of one partition's ISR fails at the same
+            // instant (all nodes when Metadata does not answer), then they restart one by one
+            // in a drawn order.
+            let partition = seed.range_u64(0, partitions as u64 - 1) as i32;
+            let view = cluster_view(&nemesis, &nemesis_wl).await;
+            let isr: Vec<usize> = match &view {
+                Ok(v) => v
+                    .partitions
+                    .get(&partition)
+                    .map(|(_, isr)| {
+                        isr.iter()
+                            .filter(|m| **m >= 1 && **m as usize <= n)
+                            .map(|m| *m as usize - 1)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                Err(_) => Vec::new(),
+            };
+            let (mut victims, whom) = if isr.is_empty() {
+                counts.add("nemesis.isr_unknown", 1);
+                (
+                    (0..n).collect::<Vec<_>>(),
+                    "every node (ISR unknown)".to_string(),
+                )
+            } else {
+                (isr, format!("the ISR of partition {partition}"))
+            };
+            let lag = seed.range_u64(0, MID_PRODUCE_LAG_MS_MAX);
+            let in_flight = wait_for_send(&history, partition, lag).await;
+            let names: Vec<String> = victims.iter().map(|v| format!("n{}", v + 1)).collect();
+            run.trace.event(format!(
+                "nemesis: power-fail {whom} at once: {} (send in flight: {in_flight})",
+                names.join(",")
+            ));
+            counts.add("nemesis.isr_crash", 1);
+            if in_flight {
+                counts.add("nemesis.mid_produce", 1);
+            }
+            for v in &victims {
+                h.kill(node_ids[*v]);
+            }
+            for k in (1..victims.len()).rev() {
+                let j = seed.range_u64(0, k as u64) as usize;
+                victims.swap(k, j);
+            }
+            madsim::time::sleep(Duration::from_millis(seed.range_u64(10, 3_000))).await;
+            for v in &victims {
+                run.trace.event(format!("nemesis: restart n{}", v + 1));
+                h.kill(node_ids[*v]);
+                h.restart(node_ids[*v]);
+                madsim::time::sleep(Duration::from_millis(seed.range_u64(0, 1_500))).await;
+            }
         } else if seed.chance(o.pause_p) {
             let d = seed.range_u64(200, 5_000);
             run.trace.event(format!("nemesis: pause n{} {d} ms", i + 1));
@@ -300,6 +435,41 @@ pub(crate) async fn supervise(run: Run) -> (History, u64, Coverage) {
             for &(a, b) in &links {
                 net.unclog_link(node_ids[a], node_ids[b]);
             }
+        } else if seed.chance(o.controller_cut_p) {
+            // Controller-only partition: the node's Raft traffic (its controller port, both
+            // ways) fails while its client and replication traffic flows. Broker heartbeats,
+            // registrations and AlterPartition go to the active controller's client port, so a
+            // port cut cannot separate them from client traffic: they keep flowing.
+            // Half the time the victim is the active controller (as Metadata says), which
+            // must lose its leadership while its client port still answers.
+            let d = seed.range_u64(500, 8_000);
+            let active = if seed.chance(0.5) {
+                match cluster_view(&nemesis, &nemesis_wl).await {
+                    Ok(v) if v.controller >= 1 && v.controller as usize <= n => {
+                        Some(v.controller as usize - 1)
+                    }
+                    _ => None,
+                }
+            } else {
+                None
+            };
+            if active.is_some() {
+                counts.add("nemesis.controller_cut_active", 1);
+            }
+            let victim = active.unwrap_or(i);
+            run.trace.event(format!(
+                "nemesis: cut n{}'s controller port {CONTROLLER_PORT} {d} ms{}",
+                victim + 1,
+                if active.is_some() {
+                    " (the active controller)"
+                } else {
+                    ""
+                }
+            ));
+            counts.add("nemesis.controller_cut", 1);
+            cut.cut(node_ip(victim as u32), CONTROLLER_PORT);
+            madsim::time::sleep(Duration::from_millis(d)).await;
+            cut.heal(node_ip(victim as u32), CONTROLLER_PORT);
         } else if seed.chance(o.clock_jump_p) {
             let delta = seed.range_u64(0, 600_000) as i64 - 300_000;
             run.trace
@@ -316,6 +486,7 @@ pub(crate) async fn supervise(run: Run) -> (History, u64, Coverage) {
             .set_faults(samsa_sim::disk::node_number(*id), DiskFaults::NONE);
         net.unclog_node(*id);
     }
+    cut.heal_all();
     for a in &node_ids {
         for b in &node_ids {
             net.unclog_link(*a, *b);
@@ -421,7 +592,13 @@ pub(crate) async fn supervise(run: Run) -> (History, u64, Coverage) {
         }
     }
 
+    // Omniscient: the committed metadata log's partition states (`replication_obs.rs`).
+    let partition_states =
+        crate::replication_obs::partition_states_paused(&node_ids, &run.trace).await;
+    crate::replication_obs::trace_states(&run.trace, &partition_states);
+
     let mut history = std::mem::take(&mut *history.lock().unwrap_or_else(|p| p.into_inner()));
+    history.partition_states = partition_states.unwrap_or_default();
     history.final_log = final_log;
     history.liveness_pending = pending;
     history.liveness_converged = pending == 0 && history.final_log.complete && settled.is_ok();
@@ -433,8 +610,94 @@ pub(crate) async fn supervise(run: Run) -> (History, u64, Coverage) {
     for c in &clocks {
         counts.merge(&c.coverage());
     }
+    counts.merge(&cut.coverage());
     counts.merge(&run.hooks.coverage());
     (history, sim_ms, counts)
+}
+
+/// Coverage counters of the nemesis (each reported, 0 when it never fired).
+const NEMESIS_COVERAGE: &[&str] = &[
+    "nemesis.crash",
+    "nemesis.leader_crash",
+    "nemesis.leader_unknown",
+    "nemesis.isr_crash",
+    "nemesis.isr_unknown",
+    "nemesis.mid_produce",
+    "nemesis.pause",
+    "nemesis.partition",
+    "nemesis.isolate_from_peers",
+    "nemesis.isolate",
+    "nemesis.one_way",
+    "nemesis.controller_cut",
+    "nemesis.controller_cut_active",
+    "nemesis.clock_jump",
+];
+
+/// One node's Metadata answer as the nemesis uses it: the active controller and, per partition
+/// of the topic (none while the topic is unknown), (leader, ISR).
+struct ClusterView {
+    controller: i32,
+    partitions: BTreeMap<i32, (i32, Vec<i32>)>,
+}
+
+/// Asks Metadata from the nemesis node; bounded in time.
+async fn cluster_view(
+    nemesis: &madsim::runtime::NodeHandle,
+    wl: &Workload,
+) -> Result<ClusterView, String> {
+    let wl = wl.clone();
+    let ask = nemesis.spawn(async move {
+        let net = ChaosNet::new(TokioNet, wl.chaos.clone());
+        let mut admin = Admin::new(net, wl.addrs(), client_config("nemesis"));
+        let metadata = admin
+            .metadata(Some(vec![TOPIC.to_string()]))
+            .await
+            .map_err(|e| format!("metadata: {e}"))?;
+        let partitions = metadata
+            .topic(TOPIC)
+            .filter(|t| t.error_code == 0)
+            .map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (p.partition, (p.leader_id, p.isr.clone())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(ClusterView {
+            controller: metadata.controller_id,
+            partitions,
+        })
+    });
+    match madsim::time::timeout(Duration::from_millis(NEMESIS_METADATA_MS), ask).await {
+        Ok(Ok(view)) => view,
+        Ok(Err(_)) => Err("metadata task lost".to_string()),
+        Err(_) => Err("metadata timed out".to_string()),
+    }
+}
+
+/// A send to `partition` is in flight (invoked, not completed).
+fn send_in_flight(history: &Mutex<History>, partition: i32) -> bool {
+    let h = history.lock().unwrap_or_else(|p| p.into_inner());
+    h.ops.iter().rev().take(IN_FLIGHT_SCAN_MAX).any(|op| {
+        op.complete_ms.is_none()
+            && matches!(&op.call, Call::Send { partition: p, .. } if *p == partition)
+    })
+}
+
+/// Waits (bounded) until a send to `partition` is in flight, then `lag_ms` more, so a power
+/// loss lands anywhere in a send's life (before the leader's append, between the followers'
+/// appends and their syncs, as the answer leaves); true if a send is in flight at the end.
+async fn wait_for_send(history: &Mutex<History>, partition: i32, lag_ms: u64) -> bool {
+    for _ in 0..MID_PRODUCE_POLLS_MAX {
+        if send_in_flight(history, partition) {
+            break;
+        }
+        madsim::time::sleep(Duration::from_millis(MID_PRODUCE_POLL_MS)).await;
+    }
+    if lag_ms > 0 {
+        madsim::time::sleep(Duration::from_millis(lag_ms)).await;
+    }
+    send_in_flight(history, partition)
 }
 
 /// The topic once settled: its id and, per partition, (leader, ISR sorted, high watermark).

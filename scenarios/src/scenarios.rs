@@ -116,11 +116,13 @@ pub const ALL: &[Scenario] = &[
     },
     Scenario {
         name: "cluster_replication",
-        about: "3 brokers in cluster mode (all voters), an RF=3 topic with min ISR 1-3, \
-                idempotent acks=all producers; power loss and restart, pauses, one node cut \
-                off from its peers (both ways, one way) or from everyone, clock jumps; then \
-                full ISRs, every acked record at its offset, in-sync replicas byte-identical \
-                below the high watermark; atlas: no disk EIO, no bit flips, no wipe",
+        about: "3-5 brokers in cluster mode (all voters), a topic with RF 1-3 and min ISR \
+                1-RF, idempotent acks=all producers; power loss and restart of one node, of a \
+                partition's leader mid-produce or of a whole ISR at once, pauses, one node cut \
+                off from its peers (both ways, one way), from everyone or only on its \
+                controller port, clock jumps; then full ISRs, every acked record at its offset, \
+                in-sync replicas byte-identical below the high watermark; atlas: no disk EIO, \
+                no bit flips, no wipe",
         options: cluster_replication,
         checks: REPLICATION_CHECKS,
     },
@@ -142,17 +144,26 @@ const REPLICATION_CHECKS: &[&str] = &[
     "idempotent_retry",
     "liveness",
     "replicas_agree",
+    "replica_epochs_monotonic",
+    "leader_from_isr",
+    "one_leader_per_epoch",
 ];
 
-/// Atlas: power loss with torn/reordered unsynced writes on one node at a time, pauses,
-/// partitions between one node and its peers (both ways or one way) or everyone, packet loss,
-/// short reads/writes and resets, slow disks, per-node clock offsets, drift and jumps. No EIO,
-/// no bit flips, no wipe (a wiped replica is a disk-failure scenario of its own).
+/// Atlas: 3-5 nodes, all voters (`quorum_nodes` = `quorum_voters`), RF 1..=min(3, nodes) and
+/// min ISR 1..=RF; power loss with torn/reordered unsynced writes on one node, on a partition's
+/// leader while a send is in flight, or on every member of a partition's ISR at the same
+/// instant; pauses, partitions between one node and its peers (both ways or one way), from
+/// everyone or on its controller port only, packet loss, short reads/writes and resets, slow
+/// disks, per-node clock offsets, drift and jumps. The flush policy stays `fsync`, so a power
+/// loss never excuses a lost acked record (RF 1 included). No EIO, no bit flips, no wipe (a
+/// wiped replica is a disk-failure scenario of its own).
 pub fn cluster_replication(s: &mut Seed) -> SimOptions {
     let mut o = SimOptions::base();
     o.partitions = s.range_u64(1, 3) as i32;
-    o.replication_factor = 3;
-    o.min_insync = s.range_u64(1, 3) as i32;
+    o.quorum_nodes = s.range_u64(3, 5) as u32;
+    o.quorum_voters = o.quorum_nodes;
+    o.replication_factor = s.range_u64(1, u64::from(o.quorum_nodes.min(3))) as i16;
+    o.min_insync = s.range_u64(1, o.replication_factor as u64) as i32;
     o.producers = s.range_u64(1, 2) as u32;
     o.idempotent = vec![true; o.producers as usize];
     o.consumers = s.range_u64(0, 1) as u32;
@@ -168,6 +179,9 @@ pub fn cluster_replication(s: &mut Seed) -> SimOptions {
     o.crash_p = s.rate(0.3, 0.3);
     o.pause_p = s.rate(0.5, 0.2);
     o.partition_p = s.rate(0.3, 0.4);
+    o.leader_crash_p = s.rate(0.4, 0.3);
+    o.isr_crash_p = s.rate(0.5, 0.2);
+    o.controller_cut_p = s.rate(0.4, 0.4);
     o.packet_loss = s.rate(0.6, 0.02);
     o.chaos = ChaosConfig {
         short_read: s.rate(0.5, 0.3),
@@ -425,4 +439,49 @@ pub fn single_compaction(s: &mut Seed) -> SimOptions {
         ..DiskFaults::NONE
     };
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn cluster_replication_draws_nodes_rf_and_min_isr_within_bounds() {
+        let mut shapes = BTreeSet::new();
+        let mut faults = [0u32; 3];
+        for seed in 0..2_000u64 {
+            let o = cluster_replication(&mut Seed::new(seed).child("options"));
+            let nodes = o.quorum_nodes;
+            assert!((3..=5).contains(&nodes), "seed {seed}: {nodes} nodes");
+            assert_eq!(o.quorum_voters, nodes, "seed {seed}: every node is a voter");
+            let rf = o.replication_factor as u32;
+            assert!(
+                rf >= 1 && rf <= nodes.min(3),
+                "seed {seed}: rf {rf} on {nodes}"
+            );
+            assert!(
+                o.min_insync >= 1 && o.min_insync as u32 <= rf,
+                "seed {seed}"
+            );
+            assert_eq!(
+                o.flush_policy, "fsync",
+                "acked records must survive power loss"
+            );
+            shapes.insert((nodes, rf, o.min_insync));
+            for (count, p) in
+                faults
+                    .iter_mut()
+                    .zip([o.isr_crash_p, o.leader_crash_p, o.controller_cut_p])
+            {
+                *count += u32::from(p > 0.0);
+            }
+        }
+        // Every (nodes, rf, min ISR) combination appears: 3 node counts x 6 (rf, min ISR).
+        assert_eq!(shapes.len(), 18, "{shapes:?}");
+        // Swarm: each new fault is on in some seeds and off in others.
+        for count in faults {
+            assert!(count > 500 && count < 1_500, "{faults:?}");
+        }
+    }
 }

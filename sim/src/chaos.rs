@@ -5,10 +5,16 @@
 //! ambiguous failure). Partitions, clogging, loss and latency come from madsim's `NetSim` and are
 //! driven by the nemesis. Duplicates make no sense inside one TCP stream; "delayed duplicates"
 //! are modelled at the client level instead, as a retry after an ambiguous failure (the reset).
+//! A `PortCut` (shared by the nodes that opt in, each `ChaosNet` knowing its own IP) cuts one
+//! node's traffic on one server port, both ways, while its other traffic flows: a connect
+//! from or to a cut (node IP, port) endpoint hangs, then times out, as across a partition, and
+//! every open stream of such an endpoint breaks at its next read, write or flush on either side
+//! (the replication scenario's controller-only cut).
 //! Never invents or reorders bytes within a connection.
 
+use std::collections::BTreeSet;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -23,6 +29,112 @@ use crate::trace::lock;
 
 /// Largest short read, in bytes (a stack buffer of this size carries it).
 pub const SHORT_READ_BYTES_MAX: usize = 4096;
+/// Endpoints one `PortCut` may hold at once.
+pub const PORT_CUT_ENDPOINTS_MAX: usize = 16;
+/// How long a connect across a cut hangs before it times out (callers' own timeouts are
+/// usually shorter and fire first).
+pub const PORT_CUT_CONNECT_MS: u64 = 2_000;
+
+/// Cut (node IP, server port) endpoints, shared by every `ChaosNet` made `with_port_cut` and
+/// every stream they make. Empty: nothing is cut. Deterministic: no randomness, only what the
+/// nemesis sets.
+#[derive(Clone, Debug)]
+pub struct PortCut {
+    state: Arc<Mutex<PortCutState>>,
+}
+
+#[derive(Debug)]
+struct PortCutState {
+    endpoints: BTreeSet<(IpAddr, u16)>,
+    connect_wait_ms: u64,
+    refused: u64,
+    broken: u64,
+}
+
+impl Default for PortCut {
+    fn default() -> Self {
+        PortCut::new()
+    }
+}
+
+impl PortCut {
+    pub fn new() -> Self {
+        PortCut {
+            state: Arc::new(Mutex::new(PortCutState {
+                endpoints: BTreeSet::new(),
+                connect_wait_ms: PORT_CUT_CONNECT_MS,
+                refused: 0,
+                broken: 0,
+            })),
+        }
+    }
+
+    /// Cuts the traffic of node `ip` on server port `port` (a no-op beyond
+    /// `PORT_CUT_ENDPOINTS_MAX` endpoints).
+    pub fn cut(&self, ip: IpAddr, port: u16) {
+        let mut s = lock(&self.state);
+        if s.endpoints.len() < PORT_CUT_ENDPOINTS_MAX {
+            s.endpoints.insert((ip, port));
+        }
+    }
+
+    pub fn heal(&self, ip: IpAddr, port: u16) {
+        lock(&self.state).endpoints.remove(&(ip, port));
+    }
+
+    pub fn heal_all(&self) {
+        lock(&self.state).endpoints.clear();
+    }
+
+    pub fn is_cut(&self, ip: IpAddr, port: u16) -> bool {
+        lock(&self.state).endpoints.contains(&(ip, port))
+    }
+
+    /// How long a connect across the cut hangs before it fails (`PORT_CUT_CONNECT_MS`).
+    pub fn set_connect_wait_ms(&self, ms: u64) {
+        lock(&self.state).connect_wait_ms = ms;
+    }
+
+    /// `net.port_cut_connects` (connects that timed out) and `net.port_cut_broken` (streams
+    /// broken).
+    pub fn coverage(&self) -> Coverage {
+        let s = lock(&self.state);
+        let mut c = Coverage::default();
+        c.add("net.port_cut_connects", s.refused);
+        c.add("net.port_cut_broken", s.broken);
+        c
+    }
+
+    /// Some(wait): a connection between `a` and `b` on server port `port` crosses the cut.
+    fn refuse(&self, a: IpAddr, b: IpAddr, port: u16) -> Option<u64> {
+        let mut s = lock(&self.state);
+        let cut = s.endpoints.contains(&(a, port)) || s.endpoints.contains(&(b, port));
+        if cut {
+            s.refused += 1;
+            return Some(s.connect_wait_ms);
+        }
+        None
+    }
+
+    fn breaks(&self, ends: &StreamEnds) -> bool {
+        let mut s = lock(&self.state);
+        let cut = s.endpoints.contains(&(ends.local, ends.port))
+            || s.endpoints.contains(&(ends.peer, ends.port));
+        if cut {
+            s.broken += 1;
+        }
+        cut
+    }
+}
+
+/// A stream's two node IPs and its server port (the remote port of a connect, the listener's
+/// port of an accept).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamEnds {
+    pub local: IpAddr,
+    pub peer: IpAddr,
+    pub port: u16,
+}
 
 /// Fault rates (per operation).
 #[derive(Clone, Debug, PartialEq)]
@@ -152,6 +264,8 @@ impl Chaos {
 pub struct ChaosStream<S> {
     inner: Option<S>,
     chaos: Chaos,
+    /// The shared port cut and this stream's ends.
+    cut: Option<(PortCut, StreamEnds)>,
 }
 
 impl<S> ChaosStream<S> {
@@ -159,6 +273,25 @@ impl<S> ChaosStream<S> {
         ChaosStream {
             inner: Some(inner),
             chaos,
+            cut: None,
+        }
+    }
+
+    /// A stream that breaks once either of its ends is cut on its server port.
+    pub fn with_port_cut(inner: S, chaos: Chaos, cut: PortCut, ends: StreamEnds) -> Self {
+        ChaosStream {
+            inner: Some(inner),
+            chaos,
+            cut: Some((cut, ends)),
+        }
+    }
+
+    /// Drops the connection if it crosses a cut now (the peer sees it close).
+    fn check_cut(&mut self) {
+        if let Some((cut, ends)) = &self.cut {
+            if self.inner.is_some() && cut.breaks(ends) {
+                self.inner = None;
+            }
         }
     }
 }
@@ -174,6 +307,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ChaosStream<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        this.check_cut();
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(Err(reset_error()));
         };
@@ -201,6 +335,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ChaosStream<S> {
         bytes: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
+        this.check_cut();
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(Err(reset_error()));
         };
@@ -210,6 +345,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ChaosStream<S> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        this.check_cut();
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(Err(reset_error()));
         };
@@ -238,11 +374,41 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ChaosStream<S> {
 pub struct ChaosNet<N> {
     inner: N,
     chaos: Chaos,
+    /// The shared port cut and this node's own IP.
+    cut: Option<(PortCut, IpAddr)>,
 }
 
 impl<N: Net> ChaosNet<N> {
     pub fn new(inner: N, chaos: Chaos) -> Self {
-        ChaosNet { inner, chaos }
+        ChaosNet {
+            inner,
+            chaos,
+            cut: None,
+        }
+    }
+
+    /// The `ChaosNet` of the node at `own_ip`, whose traffic across the endpoints cut in `cut`
+    /// fails.
+    pub fn with_port_cut(inner: N, chaos: Chaos, cut: PortCut, own_ip: IpAddr) -> Self {
+        ChaosNet {
+            inner,
+            chaos,
+            cut: Some((cut, own_ip)),
+        }
+    }
+
+    fn wrap(&self, stream: N::Stream, peer: IpAddr, port: u16) -> ChaosStream<N::Stream> {
+        match &self.cut {
+            Some((cut, local)) => {
+                let ends = StreamEnds {
+                    local: *local,
+                    peer,
+                    port,
+                };
+                ChaosStream::with_port_cut(stream, self.chaos.clone(), cut.clone(), ends)
+            }
+            None => ChaosStream::new(stream, self.chaos.clone()),
+        }
     }
 
     pub fn chaos(&self) -> &Chaos {
@@ -264,10 +430,18 @@ impl<N: Net> Net for ChaosNet<N> {
 
     async fn accept(&self, listener: &Self::Listener) -> io::Result<(Self::Stream, SocketAddr)> {
         let (stream, peer) = self.inner.accept(listener).await?;
-        Ok((ChaosStream::new(stream, self.chaos.clone()), peer))
+        let port = self.inner.local_addr(listener).map_or(0, |a| a.port());
+        Ok((self.wrap(stream, peer.ip(), port), peer))
     }
 
     async fn connect(&self, addr: SocketAddr) -> io::Result<Self::Stream> {
+        if let Some((cut, own)) = &self.cut {
+            if let Some(wait_ms) = cut.refuse(*own, addr.ip(), addr.port()) {
+                // Across a partition a connect hears nothing back.
+                tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "chaos: port cut"));
+            }
+        }
         if self.chaos.refuse() {
             return Err(io::Error::new(
                 io::ErrorKind::ConnectionRefused,
@@ -275,7 +449,7 @@ impl<N: Net> Net for ChaosNet<N> {
             ));
         }
         let stream = self.inner.connect(addr).await?;
-        Ok(ChaosStream::new(stream, self.chaos.clone()))
+        Ok(self.wrap(stream, addr.ip(), addr.port()))
     }
 }
 
@@ -306,6 +480,88 @@ mod tests {
         let cov = chaos.coverage();
         assert!(cov.get("net.short_read") > 1);
         assert!(cov.get("net.short_write") > 1);
+    }
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, last))
+    }
+
+    #[tokio::test]
+    async fn a_cut_endpoint_breaks_its_streams_and_spares_the_others() {
+        let chaos = Chaos::new(5, ChaosConfig::NONE);
+        let cut = PortCut::new();
+        let ends = |peer: u8, port: u16| StreamEnds {
+            local: ip(1),
+            peer: ip(peer),
+            port,
+        };
+        let (a, mut b) = tokio::io::duplex(1024);
+        let (c, mut d) = tokio::io::duplex(1024);
+        let mut controller =
+            ChaosStream::with_port_cut(a, chaos.clone(), cut.clone(), ends(2, 9093));
+        let mut client = ChaosStream::with_port_cut(c, chaos.clone(), cut.clone(), ends(2, 9092));
+        controller
+            .write_all(b"one")
+            .await
+            .expect("write before the cut");
+        controller.flush().await.expect("flush");
+        let mut got = [0u8; 3];
+        b.read_exact(&mut got).await.expect("delivered");
+        // The peer's endpoint is cut: this side breaks too.
+        cut.cut(ip(2), 9093);
+        assert!(cut.is_cut(ip(2), 9093) && !cut.is_cut(ip(2), 9092) && !cut.is_cut(ip(1), 9093));
+        let err = controller.write_all(b"two").await.expect_err("cut");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
+        // The peer sees the connection close.
+        let mut one = [0u8; 1];
+        assert_eq!(b.read(&mut one).await.expect("eof"), 0);
+        // The other port still flows, and healing does not revive a broken stream.
+        client.write_all(b"ok").await.expect("client port flows");
+        client.flush().await.expect("flush");
+        let mut got = [0u8; 2];
+        d.read_exact(&mut got).await.expect("delivered");
+        assert_eq!(&got, b"ok");
+        cut.heal(ip(2), 9093);
+        assert!(controller.read(&mut one).await.is_err());
+        let cov = cut.coverage();
+        assert_eq!(cov.get("net.port_cut_broken"), 1);
+        assert_eq!(cov.get("net.port_cut_connects"), 0);
+    }
+
+    #[tokio::test]
+    async fn connects_across_a_cut_time_out_until_healed() {
+        let cut = PortCut::new();
+        cut.set_connect_wait_ms(5);
+        let local = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+        let net = ChaosNet::with_port_cut(
+            samsa_net::TokioNet,
+            Chaos::new(6, ChaosConfig::NONE),
+            cut.clone(),
+            local,
+        );
+        let listener = net
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("bind");
+        let addr = net.local_addr(&listener).expect("local addr");
+        cut.cut(local, addr.port());
+        let err = net.connect(addr).await.expect_err("cut");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(cut.coverage().get("net.port_cut_connects"), 1);
+        cut.heal_all();
+        let accept = net.accept(&listener);
+        let (connected, accepted) = tokio::join!(net.connect(addr), accept);
+        let mut out = connected.expect("connects once healed");
+        let (mut inbound, _) = accepted.expect("accepts");
+        out.write_all(b"hi").await.expect("write");
+        out.flush().await.expect("flush");
+        let mut got = [0u8; 2];
+        inbound.read_exact(&mut got).await.expect("read");
+        assert_eq!(&got, b"hi");
+        // A cut now breaks both ends of the open connection.
+        cut.cut(local, addr.port());
+        assert!(out.write_all(b"x").await.is_err());
+        assert!(inbound.read_exact(&mut got).await.is_err());
     }
 
     #[tokio::test]

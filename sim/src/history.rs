@@ -163,6 +163,29 @@ pub struct History {
     /// Replication scenarios: per partition, the replicas' local logs read after quiescence
     /// (empty elsewhere, and when the cluster never went quiet: `replicas_agree` passes).
     pub replicas: BTreeMap<i32, ReplicaLogs>,
+    /// Replication scenarios: every partition state the committed metadata log went through,
+    /// in log order, read from the controllers' storage after quiescence (empty elsewhere).
+    pub partition_states: Vec<PartitionState>,
+}
+
+/// One partition's state after a metadata record (replication scenarios; see
+/// `scenarios/src/replication_obs.rs`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PartitionState {
+    /// Metadata log index of the record (a snapshot's index for states restored from it).
+    pub log_index: u64,
+    /// True for a state restored from a snapshot: the transition into it is unknown.
+    pub from_snapshot: bool,
+    pub topic_id: u128,
+    pub partition: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    /// `-1`: no leader.
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    /// The topic's `unclean.leader.election.enable` at that point.
+    pub unclean_allowed: bool,
 }
 
 /// One partition's replicas after quiescence, read from each node's own storage.

@@ -38,6 +38,7 @@ pub const MUTANTS: &[&str] = &[
     "raft_vote_without_log_check",
     "raft_vote_persisted_after_reply",
     "ack_before_isr",
+    "unclean_election_when_disabled",
 ];
 
 #[derive(Debug, Default, Clone, Copy)]

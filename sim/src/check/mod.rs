@@ -14,12 +14,14 @@ pub mod group_single_owner;
 pub mod group_stale_commit_rejected;
 pub mod hw_bounded;
 pub mod idempotent_retry;
+pub mod leader_from_isr;
 pub mod liveness;
 pub mod no_corrupt_served;
 pub mod no_corruption_reported;
 pub mod no_duplicates;
 pub mod no_panic;
 pub mod offsets_unique;
+pub mod one_leader_per_epoch;
 pub mod poll_monotonic;
 pub mod producer_order;
 pub mod raft_applied_agree;
@@ -27,6 +29,7 @@ pub mod raft_liveness;
 pub mod raft_no_double_vote;
 pub mod raft_one_leader_per_term;
 pub mod reads_valid;
+pub mod replica_epochs_monotonic;
 pub mod replicas_agree;
 
 /// A check: `Err(message)` names the first violation.
@@ -64,6 +67,9 @@ pub const ALL: &[(&str, CheckFn)] = &[
     ("raft_no_double_vote", raft_no_double_vote::check),
     ("raft_liveness", raft_liveness::check),
     ("replicas_agree", replicas_agree::check),
+    ("replica_epochs_monotonic", replica_epochs_monotonic::check),
+    ("leader_from_isr", leader_from_isr::check),
+    ("one_leader_per_epoch", one_leader_per_epoch::check),
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
