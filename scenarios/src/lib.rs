@@ -408,14 +408,15 @@ pub fn mutant_targets(mutant: &str) -> &'static [&'static str] {
             &["single_compaction"]
         }
         "raft_vote_without_log_check" | "raft_vote_persisted_after_reply" => &["cluster_quorum"],
-        "ack_before_isr" | "unclean_election_when_disabled" => &["cluster_replication"],
-        // Planted in the cluster-mode broker, not in `MUTANTS` yet: `cluster_replication`
-        // catches each about once in 1,000 seeds (ofle_newer_epoch, truncate_to_own_hw,
-        // epoch_cache_not_truncated) or never (hw_advance_below_min_isr; see CONTRACTS.md).
-        "hw_advance_below_min_isr"
+        "ack_before_isr"
+        | "unclean_election_when_disabled"
         | "truncate_to_own_hw"
-        | "ofle_newer_epoch"
-        | "epoch_cache_not_truncated" => &["cluster_replication"],
+        | "ofle_newer_epoch" => &["cluster_replication"],
+        // Planted in the cluster-mode broker, not in `MUTANTS`: `cluster_replication` never
+        // catches hw_advance_below_min_isr (no client-visible harm without a wipe or unclean
+        // election), and epoch_cache_not_truncated only through `liveness`, first at seed 9716
+        // of 20,000 (too rare to gate CI on; see CONTRACTS.md).
+        "hw_advance_below_min_isr" | "epoch_cache_not_truncated" => &["cluster_replication"],
         _ => &[],
     }
 }
@@ -425,6 +426,17 @@ pub fn mutant_targets(mutant: &str) -> &'static [&'static str] {
 /// next `sync_dir` with the name reverted: about 1 seed in 200 of `single_compaction` (seed 230
 /// first at 3db02e3), so the budget leaves it room (a miss in 2,000 at that rate: e^-10).
 pub const MUTANT_SEED_BUDGET: u64 = 2_000;
+
+/// How many times `MUTANT_SEED_BUDGET` a planted bug may take. The cluster bugs that need a
+/// rare interleaving (a follower that truncates or asks OffsetForLeaderEpoch at the wrong
+/// moment) hit about once in 1,000-2,000 seeds of `cluster_replication`: with 20,000 seeds a
+/// miss has odds of about e^-10, while they cost ~25 ms per seed only until caught.
+pub fn mutant_budget_factor(mutant: &str) -> u64 {
+    match mutant {
+        "ofle_newer_epoch" | "truncate_to_own_hw" => 10,
+        _ => 1,
+    }
+}
 
 /// The seed's options for `scenario` (pure: same seed, same options).
 pub fn options_for(scenario: &Scenario, seed: u64) -> SimOptions {

@@ -39,6 +39,8 @@ pub const MUTANTS: &[&str] = &[
     "raft_vote_persisted_after_reply",
     "ack_before_isr",
     "unclean_election_when_disabled",
+    "truncate_to_own_hw",
+    "ofle_newer_epoch",
 ];
 
 #[derive(Debug, Default, Clone, Copy)]

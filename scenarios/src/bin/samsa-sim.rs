@@ -11,7 +11,9 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use samsa_scenarios::{all, find, mutant_targets, RunOutcome, MUTANT_SEED_BUDGET};
+use samsa_scenarios::{
+    all, find, mutant_budget_factor, mutant_targets, RunOutcome, MUTANT_SEED_BUDGET,
+};
 use samsa_sim::coverage::CoverageTable;
 use samsa_sim::hooks::MUTANTS;
 
@@ -73,7 +75,8 @@ enum Cmd {
         #[arg(long)]
         jobs: Option<usize>,
     },
-    /// Every planted bug must be caught within its seed budget.
+    /// Every planted bug must be caught within its seed budget (`--budget` times the bug's
+    /// factor: 10 for the rare cluster interleavings, else 1).
     Mutants {
         #[arg(long, default_value_t = MUTANT_SEED_BUDGET)]
         budget: u64,
@@ -662,6 +665,7 @@ fn mutants(budget: u64, jobs: Option<usize>, only: Option<String>) -> ExitCode {
         .filter(|m| only.as_deref().is_none_or(|o| o == **m))
     {
         let targets = mutant_targets(m);
+        let budget = budget.saturating_mul(mutant_budget_factor(m));
         let canary = *m == "nondeterminism_canary";
         // Seeds 0.. in order, alternating target scenarios batch by batch.
         let mut next = 0u64;
