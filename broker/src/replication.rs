@@ -597,7 +597,18 @@ async fn follow_session<D: Disk, C: Clock>(
             }
         }
         let leo = partition.log_end_offset().await;
-        partition.set_replication_hw(data.high_watermark.min(leo));
+        let hw = data.high_watermark.min(leo);
+        partition.set_replication_hw(hw);
+        // The leader's log start moved (DeleteRecords, retention): follow it up to our own
+        // high watermark, so deleted records do not come back when this replica leads.
+        if data.log_start_offset > partition.log_start_offset().await {
+            let to = data.log_start_offset.min(hw);
+            if to > partition.log_start_offset().await {
+                if let Err(c) = partition.delete_records(to).await {
+                    return SessionEnd::Retry("log start", c);
+                }
+            }
+        }
     }
 }
 
@@ -663,7 +674,7 @@ mod tests {
         let (out, w) = slot_appended(&mut s, 12, true);
         assert!(out.high_watermark.is_none());
         let (_, mut rx) = w.expect("waiter");
-        assert_eq!(rx.try_recv(), Ok(Err(code::NOT_ENOUGH_REPLICAS)));
+        assert_eq!(rx.try_recv(), Ok(Err(code::NOT_ENOUGH_REPLICAS_AFTER_APPEND)));
         // A caught-up follower is proposed for the ISR (AlterPartition to the controller).
         let out = step_slot(&mut s, fetch(2, 12));
         assert_eq!(out.alter.len(), 1, "{:?}", out.alter.len());

@@ -278,6 +278,15 @@ impl PartitionLeader {
                     result: Ok(()),
                 });
             } else if let Err(error) = self.check_acks_all() {
+                // The ISR shrank between the pre-append check and the append: the batch is in
+                // the log and may still be committed, so the answer must not say "not written"
+                // (sim: cluster_replication 41005, where NOT_ENOUGH_REPLICAS made the idempotent
+                // producer reuse the sequence and its next record was acked at this offset).
+                let error = if error == code::NOT_ENOUGH_REPLICAS {
+                    code::NOT_ENOUGH_REPLICAS_AFTER_APPEND
+                } else {
+                    error
+                };
                 effects.push(LeaderEffect::Reply {
                     waiter,
                     result: Err(error),
@@ -821,7 +830,7 @@ mod tests {
                 e[0],
                 LeaderEffect::Reply {
                     waiter: 3,
-                    result: Err(code::NOT_ENOUGH_REPLICAS)
+                    result: Err(code::NOT_ENOUGH_REPLICAS_AFTER_APPEND)
                 }
             );
             let advanced = l.high_watermark() > 10;

@@ -141,6 +141,11 @@ def broker_count(bootstrap: str) -> int:
 
 def consume_partition(bootstrap: str) -> list[tuple[int, bytes, bytes]]:
     """(offset, key, value) of failover/0 from the beginning to its end."""
+    return consume_partition_from(bootstrap, OFFSET_BEGINNING)
+
+
+def consume_partition_from(bootstrap: str, start: int) -> list[tuple[int, bytes, bytes]]:
+    """(offset, key, value) of failover/0 from `start` to its end."""
     c = Consumer({
         "bootstrap.servers": bootstrap,
         "group.id": "samsa-failover-unused",  # assign() without commits: no coordinator.
@@ -149,7 +154,7 @@ def consume_partition(bootstrap: str) -> list[tuple[int, bytes, bytes]]:
         "auto.offset.reset": "error",
         "enable.partition.eof": True,
     })
-    c.assign([TopicPartition(TOPIC, 0, OFFSET_BEGINNING)])
+    c.assign([TopicPartition(TOPIC, 0, start)])
     got: list[tuple[int, bytes, bytes]] = []
     deadline = time.monotonic() + CONSUME_S
     try:
@@ -462,3 +467,46 @@ def test_one_group_coordinator_for_consumers_on_every_node(cluster):
             f"via node {node_id}: committed {committed}"
     note(f"cluster group: coordinator=1 consumed={[len(x) for x in seen]} "
          f"records={GROUP_RECORDS} partitions={GROUP_PARTITIONS}")
+
+
+DELETED_BEFORE = 60
+DELETE_RECORDS = 100
+
+
+def test_deleted_records_stay_deleted_after_failover(cluster):
+    """DeleteRecords on the leader moves every replica's log start (followers follow the
+    leader's log start up to their high watermark), so once the leader dies the new leader
+    does not serve the deleted records again."""
+    nodes = cluster
+    everyone = bootstrap_of(nodes)
+    leader = create_replicated_topic(nodes)[0]
+    producer = Producer({"bootstrap.servers": everyone, "acks": "all"})
+    for i in range(DELETE_RECORDS):
+        producer.produce(TOPIC, key=f"k{i}".encode(), value=value_of(i), partition=0)
+    assert producer.flush(PRODUCE_S) == 0
+    admin = AdminClient({"bootstrap.servers": everyone})
+    done = admin.delete_records([TopicPartition(TOPIC, 0, DELETED_BEFORE)])
+    result = list(done.values())[0].result(RPC_S)
+    assert result.low_watermark == DELETED_BEFORE, f"low watermark {result.low_watermark}"
+    # Followers learn the new log start on their next fetch; one more acked record makes sure
+    # every ISR member fetched after the delete.
+    producer.produce(TOPIC, key=f"k{DELETE_RECORDS}".encode(), value=value_of(DELETE_RECORDS),
+                     partition=0)
+    assert producer.flush(PRODUCE_S) == 0
+    time.sleep(1.0)
+    nodes[leader].kill()
+    survivors = [i for i in nodes if i != leader]
+    view = wait_for("a new leader among the survivors", CLUSTER_UP_S, lambda: (
+        (v := partition_view(bootstrap_of(nodes, survivors))) is not None
+        and v[0] in survivors and v))
+    c = Consumer({"bootstrap.servers": nodes[view[0]].bootstrap, "group.id": "samsa-unused"})
+    try:
+        low, high = c.get_watermark_offsets(TopicPartition(TOPIC, 0), timeout=RPC_S)
+    finally:
+        c.close()
+    assert (low, high) == (DELETED_BEFORE, DELETE_RECORDS + 1), \
+        f"new leader {view[0]}: watermarks {(low, high)}"
+    got = consume_partition_from(nodes[view[0]].bootstrap, DELETED_BEFORE)
+    assert [o for o, _, _ in got] == list(range(DELETED_BEFORE, DELETE_RECORDS + 1))
+    note(f"delete records: low watermark {low} on new leader {view[0]} after failover")
+    nodes[leader].start()
