@@ -674,7 +674,10 @@ mod tests {
         let (out, w) = slot_appended(&mut s, 12, true);
         assert!(out.high_watermark.is_none());
         let (_, mut rx) = w.expect("waiter");
-        assert_eq!(rx.try_recv(), Ok(Err(code::NOT_ENOUGH_REPLICAS_AFTER_APPEND)));
+        assert_eq!(
+            rx.try_recv(),
+            Ok(Err(code::NOT_ENOUGH_REPLICAS_AFTER_APPEND))
+        );
         // A caught-up follower is proposed for the ISR (AlterPartition to the controller).
         let out = step_slot(&mut s, fetch(2, 12));
         assert_eq!(out.alter.len(), 1, "{:?}", out.alter.len());
