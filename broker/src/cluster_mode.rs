@@ -55,6 +55,9 @@ pub const DEFAULT_REPLICATION_FACTOR_MAX: usize = 3;
 /// BrokerRegistration / BrokerHeartbeat versions this node sends.
 const REGISTRATION_VERSION: i16 = 0;
 const HEARTBEAT_VERSION: i16 = 0;
+/// The listener name a controller-only node registers its client listener under (it hosts no
+/// replicas; brokers and clients reach the active controller there).
+const CONTROLLER_ONLY_LISTENER: &str = "CONTROLLER";
 /// AlterPartition version this node sends (v3: topic ids, ISR members with broker epochs).
 const ALTER_PARTITION_VERSION: i16 = 3;
 
@@ -179,6 +182,8 @@ impl ClusterNode {
                 })
                 .collect(),
             observers: Vec::new(),
+            // A broker-only node is an observer the voters learn from its introduction.
+            announce: (!cfg.voters.contains_key(&node.node_id)).then_some(cfg.controller_listen),
             data_dir: QUORUM_DIR.to_string(),
             election_timeout_min_ms: ELECTION_TIMEOUT_MIN_MS,
             election_timeout_max_ms: ELECTION_TIMEOUT_MAX_MS,
@@ -423,7 +428,11 @@ impl ClusterNode {
         let mut created = None;
         self.decide(now_ms, |c, image| {
             if request.replication_factor == -1 {
-                let live = image.brokers.values().filter(|b| !b.fenced).count();
+                let live = image
+                    .brokers
+                    .values()
+                    .filter(|b| !b.fenced && !b.controller_only)
+                    .count();
                 request.replication_factor =
                     i16::try_from(live.min(DEFAULT_REPLICATION_FACTOR_MAX)).unwrap_or(1);
             }
@@ -587,9 +596,8 @@ impl ClusterNode {
             if self.cfg.controller {
                 self.tick(now).await;
             }
-            if !self.cfg.broker {
-                continue;
-            }
+            // A controller-only node registers too (flagged, so it gets no replicas): brokers
+            // and clients find the active controller's listener through its registration.
             let Some(leader) = self.controller_id() else {
                 continue;
             };
@@ -607,6 +615,7 @@ impl ClusterNode {
                 host: advertised.0.clone(),
                 port: u16::try_from(advertised.1).unwrap_or(0),
                 rack: None,
+                controller_only: !self.cfg.broker,
             };
             let epoch = self.incarnation as u64 as i64;
             let result = if leader == self.node_id {
@@ -764,8 +773,13 @@ async fn registration_rpc<N: Net>(
     correlation: i32,
     r: &BrokerRegistration,
 ) -> Result<u64, ErrorCode> {
+    let name = if r.controller_only {
+        CONTROLLER_ONLY_LISTENER
+    } else {
+        "PLAINTEXT"
+    };
     let listener = broker_registration_request::Listener::default()
-        .with_name(StrBytes::from_static_str("PLAINTEXT"))
+        .with_name(StrBytes::from_static_str(name))
         .with_host(StrBytes::from_string(r.host.clone()))
         .with_port(r.port);
     let req = BrokerRegistrationRequest::default()
@@ -824,6 +838,7 @@ pub fn registration_from_request(
         host: listener.host.to_string(),
         port: listener.port,
         rack: req.rack.as_ref().map(|r| r.to_string()),
+        controller_only: listener.name.as_str() == CONTROLLER_ONLY_LISTENER,
     })
 }
 
@@ -838,6 +853,7 @@ mod tests {
             host: "127.0.0.1".to_string(),
             port: 9000 + id as u16,
             rack: None,
+            controller_only: false,
         }
     }
 

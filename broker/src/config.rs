@@ -298,13 +298,6 @@ impl NodeConfig {
                 )))
             }
         };
-        if !controller {
-            // A broker-only node would be a Raft observer: the voters would need its address,
-            // which the static voter list does not carry (phase B of issue 4).
-            return Err(BadConfig(
-                "process_roles = broker (no controller) is not supported yet".to_string(),
-            ));
-        }
         let own = voters.get(&self.node_id).copied();
         if controller && own.is_none() {
             return Err(BadConfig(format!(
@@ -312,10 +305,31 @@ impl NodeConfig {
                 self.node_id
             )));
         }
+        if !controller && own.is_some() {
+            return Err(BadConfig(format!(
+                "process_roles = broker: voters must not include this node (node_id {}); a \
+                 broker-only node follows the metadata quorum as an observer",
+                self.node_id
+            )));
+        }
         let controller_listen = match &self.controller_listen {
             Some(text) => parse_addr("controller_listen", text)?,
+            None if !controller => {
+                return Err(BadConfig(
+                    "process_roles = broker needs controller_listen: the address (HOST:PORT) \
+                     the voters replicate the metadata log to"
+                        .to_string(),
+                ))
+            }
             None => own.ok_or_else(|| BadConfig("controller_listen is required".to_string()))?,
         };
+        if !controller && (controller_listen.ip().is_unspecified() || controller_listen.port() == 0)
+        {
+            return Err(BadConfig(format!(
+                "process_roles = broker: controller_listen {controller_listen} is announced to \
+                 the voters, so it needs a concrete address and port"
+            )));
+        }
         if self.broker_session_timeout_ms == 0
             || self.broker_heartbeat_interval_ms == 0
             || self.broker_heartbeat_interval_ms >= self.broker_session_timeout_ms
@@ -586,6 +600,20 @@ mod tests {
             ),
             ("controller_listen = \"127.0.0.1:1\"", "needs voters"),
             (
+                "node_id = 4\nvoters = \"1@127.0.0.1:1\"\nprocess_roles = \"broker\"",
+                "needs controller_listen",
+            ),
+            (
+                "voters = \"1@127.0.0.1:1\"\nprocess_roles = \"broker\"\n\
+                 controller_listen = \"127.0.0.1:2\"",
+                "must not include this node",
+            ),
+            (
+                "node_id = 4\nvoters = \"1@127.0.0.1:1\"\nprocess_roles = \"broker\"\n\
+                 controller_listen = \"0.0.0.0:2\"",
+                "concrete address",
+            ),
+            (
                 "node_id = 65536\nvoters = \"65536@127.0.0.1:1\"",
                 "below 65536 in cluster mode",
             ),
@@ -602,6 +630,14 @@ mod tests {
         let c = cfg.cluster().expect("ok").expect("cluster");
         assert!(!c.broker && c.controller);
         assert_eq!(c.controller_listen.port(), 7);
+        let cfg = NodeConfig::from_toml(
+            "node_id = 4\nvoters = \"1@127.0.0.1:1\"\ncontroller_listen = \"127.0.0.1:8\"\n\
+             process_roles = \"broker\"",
+        )
+        .expect("valid");
+        let c = cfg.cluster().expect("ok").expect("cluster");
+        assert!(c.broker && !c.controller);
+        assert_eq!(c.controller_listen.port(), 8);
     }
 
     #[test]

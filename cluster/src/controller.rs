@@ -55,6 +55,9 @@ pub struct BrokerRegistration {
     pub host: String,
     pub port: u16,
     pub rack: Option<String>,
+    /// A controller-only node (`process_roles = controller`): registered so brokers and
+    /// clients can reach the active controller's listener, never given a partition replica.
+    pub controller_only: bool,
 }
 
 /// A partition leader asks to change the ISR (Kafka's AlterPartition).
@@ -130,7 +133,7 @@ impl Controller {
         let live: Vec<BrokerId> = image
             .brokers
             .values()
-            .filter(|b| !b.fenced)
+            .filter(|b| !b.fenced && !b.controller_only)
             .map(|b| b.broker_id)
             .collect();
         let rf = request.replication_factor;
@@ -253,6 +256,7 @@ impl Controller {
             host: r.host.clone(),
             port: r.port,
             rack: r.rack.clone(),
+            controller_only: r.controller_only,
         }];
         if previous.is_some() {
             let removal = Removal {
@@ -550,6 +554,7 @@ mod tests {
                 host: "h".into(),
                 port: 1,
                 rack: None,
+                controller_only: false,
             };
             let rs = self
                 .controller
@@ -628,6 +633,40 @@ mod tests {
             f.controller.create_topic(&f.image, &req).map(|_| ()),
             Err(code::TOPIC_ALREADY_EXISTS)
         );
+    }
+
+    #[test]
+    fn a_controller_only_node_is_registered_but_never_placed() {
+        let mut f = Fixture::new(2, Planted::none());
+        let reg = BrokerRegistration {
+            broker_id: 3,
+            incarnation: 3,
+            host: "h".into(),
+            port: 1,
+            rack: None,
+            controller_only: true,
+        };
+        let rs = f.controller.register_broker(&f.image, T0, &reg).unwrap();
+        f.apply(rs);
+        f.heartbeat(3, T0);
+        assert!(f.image.is_live(3) && f.image.brokers[&3].controller_only);
+        let req = CreateTopic {
+            name: "u".into(),
+            partitions: 1,
+            replication_factor: 3,
+            configs: BTreeMap::new(),
+        };
+        assert_eq!(
+            f.controller.create_topic(&f.image, &req).map(|_| ()),
+            Err(code::INVALID_REPLICATION_FACTOR)
+        );
+        let t = f.create(8, 2, false);
+        for i in 0..8 {
+            assert!(!f.p(t, i).replicas.contains(&3), "partition {i} on node 3");
+        }
+        // It survives a snapshot round trip.
+        let image = MetadataImage::from_snapshot(&f.image.snapshot()).unwrap();
+        assert!(image.brokers[&3].controller_only && !image.brokers[&1].controller_only);
     }
 
     #[test]

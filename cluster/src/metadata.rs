@@ -29,6 +29,8 @@ pub struct BrokerImage {
     pub port: u16,
     pub rack: Option<String>,
     pub fenced: bool,
+    /// Hosts no partition replicas (`process_roles = controller`).
+    pub controller_only: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,6 +118,7 @@ impl MetadataImage {
                 host,
                 port,
                 rack,
+                controller_only,
             } => {
                 if *broker_id < 0 {
                     return Err(ApplyError::Invariant("broker id is negative"));
@@ -132,6 +135,7 @@ impl MetadataImage {
                         port: *port,
                         rack: rack.clone(),
                         fenced: true,
+                        controller_only: *controller_only,
                     },
                 );
             }
@@ -303,6 +307,7 @@ impl MetadataImage {
                 host: b.host.clone(),
                 port: b.port,
                 rack: b.rack.clone(),
+                controller_only: b.controller_only,
             });
             if !b.fenced {
                 out.push(MetadataRecord::UnfenceBroker {
@@ -366,6 +371,7 @@ mod tests {
             host: "127.0.0.1".into(),
             port: 9000 + id as u16,
             rack: None,
+            controller_only: false,
         }
     }
 
@@ -482,6 +488,7 @@ mod tests {
                     host: "h".into(),
                     port: 1,
                     rack: None,
+                    controller_only: false,
                 }
             }),
             (0i32..5).prop_map(|broker_id| MetadataRecord::FenceBroker { broker_id }),

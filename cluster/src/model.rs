@@ -206,6 +206,7 @@ impl Model {
             host: "127.0.0.1".into(),
             port: 9092,
             rack: None,
+            controller_only: false,
         };
         match self
             .controller

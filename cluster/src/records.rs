@@ -64,6 +64,8 @@ pub enum MetadataRecord {
         host: String,
         port: u16,
         rack: Option<String>,
+        /// Hosts no partition replicas (encoded as its own kind, so older logs decode as is).
+        controller_only: bool,
     },
     FenceBroker {
         broker_id: BrokerId,
@@ -122,6 +124,8 @@ const KIND_PARTITION: u8 = 5;
 const KIND_PARTITION_CHANGE: u8 = 6;
 const KIND_REMOVE_TOPIC: u8 = 7;
 const KIND_CONFIG_CHANGE: u8 = 8;
+/// `RegisterBroker` of a controller-only node: the same fields as `KIND_REGISTER_BROKER`.
+const KIND_REGISTER_CONTROLLER_ONLY: u8 = 9;
 
 impl MetadataRecord {
     /// Short name for logs and errors.
@@ -152,8 +156,13 @@ impl MetadataRecord {
                 host,
                 port,
                 rack,
+                controller_only,
             } => {
-                w.out.push(KIND_REGISTER_BROKER);
+                w.out.push(if *controller_only {
+                    KIND_REGISTER_CONTROLLER_ONLY
+                } else {
+                    KIND_REGISTER_BROKER
+                });
                 w.i32(*broker_id);
                 w.u128(*incarnation);
                 w.string(host);
@@ -258,13 +267,16 @@ impl MetadataRecord {
             rest: &body[HEADER_BYTES..],
         };
         let record = match body[1] {
-            KIND_REGISTER_BROKER => MetadataRecord::RegisterBroker {
-                broker_id: r.i32()?,
-                incarnation: r.u128()?,
-                host: r.string()?,
-                port: u16::from_be_bytes(r.array::<2>()?),
-                rack: r.opt_string()?,
-            },
+            kind @ (KIND_REGISTER_BROKER | KIND_REGISTER_CONTROLLER_ONLY) => {
+                MetadataRecord::RegisterBroker {
+                    broker_id: r.i32()?,
+                    incarnation: r.u128()?,
+                    host: r.string()?,
+                    port: u16::from_be_bytes(r.array::<2>()?),
+                    rack: r.opt_string()?,
+                    controller_only: kind == KIND_REGISTER_CONTROLLER_ONLY,
+                }
+            }
             KIND_FENCE_BROKER => MetadataRecord::FenceBroker {
                 broker_id: r.i32()?,
             },
@@ -511,17 +523,21 @@ mod tests {
                 any::<u128>(),
                 name,
                 any::<u16>(),
-                proptest::option::of(name)
+                proptest::option::of(name),
+                any::<bool>(),
             )
-                .prop_map(|(broker_id, incarnation, host, port, rack)| {
-                    MetadataRecord::RegisterBroker {
-                        broker_id,
-                        incarnation,
-                        host,
-                        port,
-                        rack,
+                .prop_map(
+                    |(broker_id, incarnation, host, port, rack, controller_only)| {
+                        MetadataRecord::RegisterBroker {
+                            broker_id,
+                            incarnation,
+                            host,
+                            port,
+                            rack,
+                            controller_only,
+                        }
                     }
-                }),
+                ),
             any::<i32>().prop_map(|broker_id| MetadataRecord::FenceBroker { broker_id }),
             any::<i32>().prop_map(|broker_id| MetadataRecord::UnfenceBroker { broker_id }),
             (

@@ -165,6 +165,21 @@ struct Progress {
     snapshot_send: Option<(u64, u64)>,
 }
 
+impl Progress {
+    fn new(next_index: u64) -> Progress {
+        Progress {
+            next_index,
+            match_index: 0,
+            dir: None,
+            recent_active: false,
+            acked_since_heartbeat: false,
+            last_fetch_ms: None,
+            last_caught_up_ms: None,
+            snapshot_send: None,
+        }
+    }
+}
+
 /// A snapshot arriving in chunks (bounded by `SNAPSHOT_BYTES_MAX`, checked by decode).
 #[derive(Debug)]
 struct IncomingSnapshot {
@@ -391,7 +406,7 @@ impl RaftCore {
     pub fn next_deadline_ms(&self) -> Option<u64> {
         match self.role {
             Role::Leader => Some(self.heartbeat_due_ms.min(self.check_quorum_due_ms)),
-            Role::Observer => None,
+            Role::Observer => Some(self.heartbeat_due_ms),
             Role::Follower => Some(self.election_deadline_ms),
             Role::PreCandidate | Role::Candidate => {
                 Some(self.election_deadline_ms.min(self.heartbeat_due_ms))
@@ -460,6 +475,44 @@ impl RaftCore {
             .chain(self.config.observers.iter().copied())
             .filter(|id| *id != me)
             .collect()
+    }
+
+    /// An observer that hears no leader introduces itself to every voter: a failed
+    /// `AppendResponse` that asks for entries from its log end. Voters that do not know it yet
+    /// learn it from that (`learn_observer`), so observers need not be configured anywhere.
+    fn introduce_self(&mut self, effects: &mut Vec<Effect>) {
+        let body = Body::AppendResponse {
+            success: false,
+            match_index: 0,
+            conflict_index: self.last_index() + 1,
+            conflict_term: None,
+        };
+        let me = self.config.id;
+        let voters: Vec<NodeId> = self.config.voters.iter().map(|v| v.id).collect();
+        for voter in voters.into_iter().filter(|v| *v != me) {
+            self.send(voter, body.clone(), effects);
+        }
+    }
+
+    /// Remembers `id`, a node that answered or introduced itself while neither a voter nor a
+    /// known observer, as an observer (at most `OBSERVERS_MAX`; the rest are ignored). Every
+    /// voter learns it, so whichever one leads next replicates to it; a leader starts at once.
+    fn learn_observer(&mut self, id: NodeId, effects: &mut Vec<Effect>) {
+        let known = id == self.config.id
+            || self.config.voters.iter().any(|v| v.id == id)
+            || self.config.observers.contains(&id);
+        if known || self.config.observers.len() >= OBSERVERS_MAX {
+            return;
+        }
+        if self.config.planted.introductions_ignored() {
+            return;
+        }
+        self.config.observers.push(id);
+        if self.role == Role::Leader {
+            self.progress
+                .insert(id, Progress::new(self.last_index() + 1));
+            self.send_append(id, effects);
+        }
     }
 
     // ---- timers and role transitions ------------------------------------------------------
@@ -539,7 +592,14 @@ impl RaftCore {
                     }
                 }
             }
-            Role::Observer => {}
+            Role::Observer => {
+                if now_ms >= self.heartbeat_due_ms {
+                    self.heartbeat_due_ms = now_ms + self.config.heartbeat_interval_ms;
+                    if !self.hears_leader(now_ms) {
+                        self.introduce_self(effects);
+                    }
+                }
+            }
             Role::Follower | Role::PreCandidate | Role::Candidate => {
                 if now_ms >= self.election_deadline_ms {
                     self.start_pre_vote(now_ms, effects);
@@ -633,19 +693,7 @@ impl RaftCore {
         self.progress = self
             .peers()
             .into_iter()
-            .map(|id| {
-                let p = Progress {
-                    next_index,
-                    match_index: 0,
-                    dir: None,
-                    recent_active: false,
-                    acked_since_heartbeat: false,
-                    last_fetch_ms: None,
-                    last_caught_up_ms: None,
-                    snapshot_send: None,
-                };
-                (id, p)
-            })
+            .map(|id| (id, Progress::new(next_index)))
             .collect();
         self.heartbeat_due_ms = now_ms + self.config.heartbeat_interval_ms;
         self.check_quorum_due_ms = now_ms + self.config.election_timeout_max_ms;
@@ -811,6 +859,7 @@ impl RaftCore {
                 conflict_index,
                 conflict_term,
             } => {
+                self.learn_observer(msg.from, effects);
                 if let Some(peer) = self.leader_sees_response(now_ms, &msg) {
                     if success {
                         self.on_append_success(now_ms, peer, match_index, effects);
@@ -1659,7 +1708,11 @@ mod tests {
             .expect("valid");
         let effects = step(&mut wiped, 10_000, Event::Tick);
         assert_eq!(wiped.role(), Role::Observer);
-        assert!(sent(&effects).is_empty(), "an observer never campaigns");
+        let votes = sent(&effects)
+            .into_iter()
+            .filter(|(_, m)| matches!(m.body, Body::VoteRequest { .. }))
+            .count();
+        assert_eq!(votes, 0, "an observer never campaigns");
         let effects = step(&mut wiped, 10_001, from(2, 1, vote_request(false, 0, 0)));
         assert_eq!(granted(&effects), Some(false));
         assert_eq!(wiped.hard_state().voted_for, None);
@@ -1673,6 +1726,83 @@ mod tests {
         assert!(effects
             .iter()
             .any(|e| matches!(e, Effect::AppendLog { .. })));
+    }
+
+    #[test]
+    fn an_unconfigured_observer_introduces_itself_and_the_leader_replicates_to_it() {
+        // Node 9 is in nobody's configuration: it knows the voters, they do not know it.
+        let mut cfg = config(9, 1, DirectoryId(9));
+        cfg.observers = Vec::new();
+        let mut observer = RaftCore::new(cfg, 7, Restored::default(), 0).expect("valid");
+        assert_eq!(observer.role(), Role::Observer);
+        let hello = step(&mut observer, 10, Event::Tick);
+        let hello = sent(&hello);
+        assert_eq!(hello.len(), 1, "one hello per voter: {hello:?}");
+        assert_eq!(hello[0].0, NodeId(1));
+        // Heard no leader: it introduces itself again one heartbeat later, not before.
+        assert!(sent(&step(&mut observer, 20, Event::Tick)).is_empty());
+        assert_eq!(sent(&step(&mut observer, 60, Event::Tick)).len(), 1);
+
+        let mut leader = node(1, 1);
+        step(&mut leader, 1_000, Event::Tick);
+        assert_eq!(leader.role(), Role::Leader);
+        let (_, msg) = hello[0].clone();
+        let effects = step(&mut leader, 1_001, Event::Receive(msg.clone()));
+        let appends: Vec<_> = sent(&effects)
+            .into_iter()
+            .filter(|(to, m)| *to == NodeId(9) && matches!(m.body, Body::AppendEntries { .. }))
+            .collect();
+        assert_eq!(
+            appends.len(),
+            1,
+            "the leader replicates at once: {effects:?}"
+        );
+        assert_eq!(leader.quorum_info(1_002).observers.len(), 1);
+        // A second hello does not add it twice.
+        step(&mut leader, 1_003, Event::Receive(msg));
+        assert_eq!(leader.quorum_info(1_004).observers.len(), 1);
+
+        // The observer follows; once it hears the leader it stops introducing itself, and its
+        // acknowledgement never counts towards the commit index of a one-voter quorum.
+        let (_, mut append) = appends[0].clone();
+        let mut rounds = 0;
+        while observer.last_index() < 1 {
+            rounds += 1;
+            assert!(rounds <= 3, "the observer never caught up");
+            let answer = step(&mut observer, 1_005, Event::Receive(append));
+            let (_, answer) = sent(&answer).pop().expect("an answer to the leader");
+            let next = step(&mut leader, 1_006, Event::Receive(answer));
+            append = match sent(&next).pop() {
+                Some((_, m)) => m,
+                None => break,
+            };
+        }
+        assert_eq!(observer.last_index(), 1);
+        assert_eq!(observer.leader(), Some(NodeId(1)));
+        let later = step(&mut observer, 1_100, Event::Tick);
+        assert!(sent(&later).is_empty(), "hears the leader: {later:?}");
+        assert_eq!(
+            leader.commit_index(),
+            0,
+            "only the leader's own persist commits"
+        );
+    }
+
+    #[test]
+    fn observers_learned_are_bounded() {
+        let mut leader = node(1, 1);
+        step(&mut leader, 1_000, Event::Tick);
+        let hello = Body::AppendResponse {
+            success: false,
+            match_index: 0,
+            conflict_index: 1,
+            conflict_term: None,
+        };
+        let first = 100;
+        for id in first..first + OBSERVERS_MAX as u32 + 10 {
+            step(&mut leader, 1_001, from(id, 0, hello.clone()));
+        }
+        assert_eq!(leader.quorum_info(1_002).observers.len(), OBSERVERS_MAX);
     }
 
     #[test]

@@ -39,6 +39,9 @@ pub struct Options {
     pub snapshot_every_ms: u64,
     pub propose_every_ms: u64,
     pub batch_entries_max: usize,
+    /// Whether the voters' configuration lists the observers; if not, the voters learn them
+    /// from the observers' introductions.
+    pub observers_configured: bool,
 }
 
 impl Options {
@@ -60,6 +63,7 @@ impl Options {
             snapshot_every_ms: rng.gen_range(100..=1_000),
             propose_every_ms: rng.gen_range(10..=80),
             batch_entries_max: [1, 2, 4, 64][rng.gen_range(0..4)],
+            observers_configured: rng.gen_bool(0.5),
         }
     }
 }
@@ -253,7 +257,11 @@ impl Sim {
             id: self.nodes[n].id,
             directory_id: self.nodes[n].dir,
             voters: self.voters.clone(),
-            observers: self.observers.clone(),
+            observers: if self.opts.observers_configured {
+                self.observers.clone()
+            } else {
+                Vec::new()
+            },
             election_timeout_min_ms: 150,
             election_timeout_max_ms: 300,
             heartbeat_interval_ms: 50,
@@ -941,6 +949,16 @@ mod tests {
         };
         let seeds = seeds_to_catch(planted, 300);
         println!("raft_vote_persisted_after_reply: caught after {seeds} seeds");
+    }
+
+    #[test]
+    fn planted_introductions_ignored_is_caught() {
+        let planted = Planted {
+            introductions_ignored: true,
+            ..Planted::default()
+        };
+        let seeds = seeds_to_catch(planted, 300);
+        println!("raft_introductions_ignored: caught after {seeds} seeds");
     }
 
     #[test]

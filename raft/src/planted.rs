@@ -8,6 +8,7 @@ use samsa_net::hooks::Hooks;
 pub const VOTE_WITHOUT_LOG_CHECK: &str = "raft_vote_without_log_check";
 pub const VOTE_PERSISTED_AFTER_REPLY: &str = "raft_vote_persisted_after_reply";
 pub const COMMIT_OLD_TERM: &str = "raft_commit_old_term";
+pub const INTRODUCTIONS_IGNORED: &str = "raft_introductions_ignored";
 
 /// Which planted bugs are switched on. `Default` is "none".
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -21,6 +22,9 @@ pub struct Planted {
     /// Advance the commit index over an entry of an older term by counting its replicas.
     #[cfg(any(test, madsim))]
     pub commit_old_term: bool,
+    /// Voters never learn an observer from its introduction (only configured ones follow).
+    #[cfg(any(test, madsim))]
+    pub introductions_ignored: bool,
 }
 
 impl Planted {
@@ -32,6 +36,7 @@ impl Planted {
                 vote_without_log_check: hooks.mutant(VOTE_WITHOUT_LOG_CHECK),
                 vote_persisted_after_reply: hooks.mutant(VOTE_PERSISTED_AFTER_REPLY),
                 commit_old_term: hooks.mutant(COMMIT_OLD_TERM),
+                introductions_ignored: hooks.mutant(INTRODUCTIONS_IGNORED),
             }
         }
         #[cfg(not(any(test, madsim)))]
@@ -61,6 +66,14 @@ impl Planted {
     pub fn commit_old_term(&self) -> bool {
         #[cfg(any(test, madsim))]
         return self.commit_old_term;
+        #[cfg(not(any(test, madsim)))]
+        false
+    }
+
+    #[inline(always)]
+    pub fn introductions_ignored(&self) -> bool {
+        #[cfg(any(test, madsim))]
+        return self.introductions_ignored;
         #[cfg(not(any(test, madsim)))]
         false
     }

@@ -197,9 +197,12 @@ pub(crate) async fn supervise(run: Run) -> (History, u64, Coverage) {
         .unwrap_or(&(300, 600));
     // Crash a voter right after it granted a vote (while the vote may still be persisting).
     let vote_crash_p = qseed.rate(0.4, 0.5);
+    // Half the runs configure nobody with the observers: they introduce themselves.
+    let observers_configured = qseed.chance(0.5);
     run.trace.event(format!(
         "quorum nodes={n} voters={v} snapshot_every={snapshot_every} \
-         election_ms={election_min}..{election_max} vote_crash={vote_crash_p:.2}"
+         election_ms={election_min}..{election_max} vote_crash={vote_crash_p:.2} \
+         observers_configured={observers_configured}"
     ));
     let (voted_tx, mut voted_rx) = mpsc::channel::<u32>(VOTE_CRASH_QUEUE_MAX);
 
@@ -229,12 +232,26 @@ pub(crate) async fn supervise(run: Run) -> (History, u64, Coverage) {
     let mut node_ids = Vec::new();
     for i in 0..n {
         let incarnations = Arc::new(AtomicU64::new(0));
+        let observer = i >= v;
         let cfg = QuorumConfig {
             id: NodeId(i + 1),
             listen: addrs[&NodeId(i + 1)],
-            peers: addrs.clone(),
+            peers: if observers_configured {
+                addrs.clone()
+            } else {
+                addrs
+                    .iter()
+                    .filter(|(id, _)| id.0 <= v)
+                    .map(|(id, a)| (*id, *a))
+                    .collect()
+            },
             voters: voters.clone(),
-            observers: observers.clone(),
+            observers: if observers_configured {
+                observers.clone()
+            } else {
+                Vec::new()
+            },
+            announce: (observer && !observers_configured).then(|| addrs[&NodeId(i + 1)]),
             data_dir: "quorum".to_string(),
             election_timeout_min_ms: election_min,
             election_timeout_max_ms: election_max,
@@ -522,7 +539,7 @@ pub(crate) async fn supervise(run: Run) -> (History, u64, Coverage) {
 }
 
 /// After healing: within `bound_ms`, some node leads, accepts a fresh proposal, and a majority
-/// of the voter set (not counting a wiped voter) has applied it.
+/// of the voter set (not counting a wiped voter) and every observer have applied it.
 async fn probe_liveness(
     handles: &Handles,
     n: u32,
@@ -563,6 +580,7 @@ async fn probe_liveness(
                 continue;
             }
         };
+        let mut lagging = None;
         while now_ms() < end {
             let applied = (0..v)
                 .filter(|&i| Some(i) != wiped)
@@ -570,9 +588,13 @@ async fn probe_liveness(
                     handle_of(handles, i).is_some_and(|h| h.status().applied_index >= index)
                 })
                 .count() as u32;
-            if applied >= majority {
+            // Observers (configured or introduced) follow too: each must apply the probe.
+            lagging = (v..n)
+                .filter(|_| applied >= majority)
+                .find(|&i| handle_of(handles, i).is_none_or(|h| h.status().applied_index < index));
+            if applied >= majority && lagging.is_none() {
                 trace.event(format!(
-                    "liveness probe index {index} applied on {applied} voters"
+                    "liveness probe index {index} applied on {applied} voters and every observer"
                 ));
                 // No disk errors are in this atlas: every node must still be running.
                 let stopped =
@@ -584,7 +606,10 @@ async fn probe_liveness(
             }
             madsim::time::sleep(Duration::from_millis(50)).await;
         }
-        last_err = format!("probe index {index} not applied on a majority of voters");
+        last_err = match lagging {
+            Some(o) => format!("probe index {index} not applied on observer n{}", o + 1),
+            None => format!("probe index {index} not applied on a majority of voters"),
+        };
     }
     Err(last_err)
 }

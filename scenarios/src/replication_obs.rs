@@ -242,6 +242,7 @@ mod tests {
             host: "h".into(),
             port: 9092,
             rack: None,
+            controller_only: false,
         });
         brokers
             .chain([

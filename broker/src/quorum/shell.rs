@@ -45,6 +45,17 @@ pub const RECONNECT_BACKOFF_MIN_MS: u64 = 20;
 pub const RECONNECT_BACKOFF_MAX_MS: u64 = 1_000;
 /// How long one connect attempt may take.
 pub const CONNECT_TIMEOUT_MS: u64 = 1_000;
+/// Peers learned from introductions (non-voters that announced their address); more are
+/// ignored. The Raft core bounds the observers it learns by the same number.
+pub const LEARNED_PEERS_MAX: usize = samsa_raft::OBSERVERS_MAX;
+/// Introductions waiting for the event loop; more are dropped (they are repeated on every
+/// reconnect).
+pub const ANNOUNCE_QUEUE_MAX: usize = 64;
+/// First bytes of an introduction frame (`HELLO`); a Raft message starts with `SR`.
+const HELLO_MAGIC: [u8; 2] = *b"SH";
+const HELLO_VERSION: u8 = 1;
+/// Longest address text an introduction may carry.
+const HELLO_ADDR_BYTES_MAX: usize = 256;
 /// Effects executed for one outside event before the loop looks at its inputs again (a guard
 /// against a feedback loop between the core and the shell).
 const EFFECT_ROUNDS_MAX: usize = 64;
@@ -79,6 +90,9 @@ pub struct QuorumConfig {
     pub peers: BTreeMap<NodeId, SocketAddr>,
     pub voters: Vec<Voter>,
     pub observers: Vec<NodeId>,
+    /// A node outside the voter set: the address the voters should replicate to, sent to them
+    /// in an introduction on every connection, so they need not be configured with it.
+    pub announce: Option<SocketAddr>,
     /// Directory under the disk's root holding the quorum's files.
     pub data_dir: String,
     pub election_timeout_min_ms: u64,
@@ -252,6 +266,7 @@ impl QuorumNode {
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE_MAX);
+        let (announce_tx, announce_rx) = mpsc::channel(ANNOUNCE_QUEUE_MAX);
         let (req_tx, req_rx) = mpsc::channel(PROPOSE_QUEUE_MAX);
         let status = NodeStatus {
             id: cfg.id,
@@ -269,17 +284,27 @@ impl QuorumNode {
             net.clone(),
             listener,
             inbound_tx,
+            announce_tx,
             shutdown_rx.clone(),
         ));
+        let hello = cfg.announce.map(|addr| encode_hello(cfg.id, addr));
+        let spawn_peer: PeerSpawner = {
+            let (net, shutdown) = (net.clone(), shutdown_rx.clone());
+            Box::new(move |addr| {
+                let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
+                let loop_ = peer_loop(net.clone(), addr, hello.clone(), rx, shutdown.clone());
+                tokio::spawn(loop_);
+                tx
+            })
+        };
         let mut peers = BTreeMap::new();
         for (&id, &addr) in &cfg.peers {
             if id == cfg.id {
                 continue;
             }
-            let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
-            tokio::spawn(peer_loop(net.clone(), addr, rx, shutdown_rx.clone()));
-            peers.insert(id, tx);
+            peers.insert(id, spawn_peer(addr));
         }
+        let configured = peers.keys().copied().collect();
         let last_snapshot_index = loaded.snapshot.index;
         let shell = Shell {
             id: cfg.id,
@@ -288,13 +313,16 @@ impl QuorumNode {
             sm,
             observer,
             peers,
+            configured,
+            learned: BTreeMap::new(),
+            spawn_peer,
             start,
             status: status_tx,
             pending: BTreeMap::new(),
             snapshot_every: cfg.snapshot_every_entries,
             last_snapshot_index,
         };
-        tokio::spawn(shell.run(inbound_rx, req_rx, shutdown_rx));
+        tokio::spawn(shell.run(inbound_rx, announce_rx, req_rx, shutdown_rx));
         Ok(QuorumHandle {
             requests: req_tx,
             status: status_rx,
@@ -304,13 +332,22 @@ impl QuorumNode {
     }
 }
 
+/// Starts a connection task to one peer address; answers its outbox.
+type PeerSpawner = Box<dyn Fn(SocketAddr) -> mpsc::Sender<Bytes> + Send>;
+
 struct Shell<D: Disk, S: StateMachine> {
     id: NodeId,
     core: RaftCore,
     store: QuorumStore<D>,
     sm: S,
     observer: Option<Arc<dyn ShellObserver>>,
+    /// Outboxes by peer: the configured ones and those learned from introductions.
     peers: BTreeMap<NodeId, mpsc::Sender<Bytes>>,
+    /// Peers from the configuration: introductions never change them.
+    configured: std::collections::BTreeSet<NodeId>,
+    /// Peers learned from introductions, with the address each announced.
+    learned: BTreeMap<NodeId, SocketAddr>,
+    spawn_peer: PeerSpawner,
     start: Instant,
     status: watch::Sender<NodeStatus>,
     /// Proposals appended by this leader: index -> (term, reply).
@@ -328,11 +365,12 @@ impl<D: Disk, S: StateMachine> Shell<D, S> {
     async fn run(
         mut self,
         mut inbound: mpsc::Receiver<Message>,
+        mut announce: mpsc::Receiver<(NodeId, SocketAddr)>,
         mut requests: mpsc::Receiver<Request>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let result = self
-            .event_loop(&mut inbound, &mut requests, &mut shutdown)
+            .event_loop(&mut inbound, &mut announce, &mut requests, &mut shutdown)
             .await;
         if let Err(e) = &result {
             tracing::error!(node = %self.id, error = %e, "quorum node stopped");
@@ -346,6 +384,7 @@ impl<D: Disk, S: StateMachine> Shell<D, S> {
     async fn event_loop(
         &mut self,
         inbound: &mut mpsc::Receiver<Message>,
+        announce: &mut mpsc::Receiver<(NodeId, SocketAddr)>,
         requests: &mut mpsc::Receiver<Request>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), StoreError> {
@@ -366,6 +405,8 @@ impl<D: Disk, S: StateMachine> Shell<D, S> {
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => return Ok(()),
+                // Before messages: an introduction precedes its sender's messages.
+                Some((id, addr)) = announce.recv() => self.learn_peer(id, addr),
                 msg = inbound.recv() => {
                     let Some(msg) = msg else { return Ok(()) };
                     self.core.step(self.now_ms(), Event::Receive(msg), &mut effects);
@@ -380,6 +421,25 @@ impl<D: Disk, S: StateMachine> Shell<D, S> {
             }
             self.execute(effects).await?;
         }
+    }
+
+    /// A non-voter introduced itself: replicate to the address it announced (a new address
+    /// replaces the old connection). Configured peers and ids beyond `LEARNED_PEERS_MAX` are
+    /// left alone. The core learns the node itself from its messages.
+    fn learn_peer(&mut self, id: NodeId, addr: SocketAddr) {
+        if id == self.id || self.configured.contains(&id) {
+            return;
+        }
+        match self.learned.get(&id) {
+            Some(known) if *known == addr => return,
+            Some(_) => {}
+            None if self.learned.len() >= LEARNED_PEERS_MAX => return,
+            None => {}
+        }
+        tracing::info!(node = %id, %addr, "metadata quorum: observer introduced itself");
+        self.learned.insert(id, addr);
+        // Replacing the outbox closes the old one, which ends its connection task.
+        self.peers.insert(id, (self.spawn_peer)(addr));
     }
 
     fn on_request(&mut self, req: Request, effects: &mut Vec<Effect>) {
@@ -558,10 +618,40 @@ impl<D: Disk, S: StateMachine> Shell<D, S> {
     }
 }
 
+/// An introduction: `SH`, version, node id, address text (`HOST:PORT`).
+fn encode_hello(id: NodeId, addr: SocketAddr) -> Bytes {
+    let text = addr.to_string();
+    let mut out = Vec::with_capacity(9 + text.len());
+    out.extend_from_slice(&HELLO_MAGIC);
+    out.push(HELLO_VERSION);
+    out.extend_from_slice(&id.0.to_be_bytes());
+    out.extend_from_slice(&(text.len() as u16).to_be_bytes());
+    out.extend_from_slice(text.as_bytes());
+    Bytes::from(out)
+}
+
+/// `None` unless `frame` is a well-formed introduction.
+fn decode_hello(frame: &[u8]) -> Option<(NodeId, SocketAddr)> {
+    let rest = frame.strip_prefix(&HELLO_MAGIC)?;
+    let (&version, rest) = rest.split_first()?;
+    if version != HELLO_VERSION || rest.len() < 6 {
+        return None;
+    }
+    let id = u32::from_be_bytes(rest[..4].try_into().ok()?);
+    let len = usize::from(u16::from_be_bytes(rest[4..6].try_into().ok()?));
+    let text = &rest[6..];
+    if len > HELLO_ADDR_BYTES_MAX || text.len() != len {
+        return None;
+    }
+    let addr = std::str::from_utf8(text).ok()?.parse().ok()?;
+    Some((NodeId(id), addr))
+}
+
 async fn accept_loop<N: Net>(
     net: N,
     listener: N::Listener,
     inbound: mpsc::Sender<Message>,
+    announce: mpsc::Sender<(NodeId, SocketAddr)>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let open = Arc::new(AtomicUsize::new(0));
@@ -582,6 +672,7 @@ async fn accept_loop<N: Net>(
         open.fetch_add(1, Ordering::Relaxed);
         let open2 = open.clone();
         let inbound = inbound.clone();
+        let announce = announce.clone();
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
             let (mut r, _w) = tokio::io::split(stream);
@@ -592,6 +683,14 @@ async fn accept_loop<N: Net>(
                     f = read_frame(&mut r, MESSAGE_BYTES_MAX) => f,
                 };
                 let Ok(Some(body)) = frame else { break };
+                if body.starts_with(&HELLO_MAGIC) {
+                    let Some(hello) = decode_hello(&body) else {
+                        break;
+                    };
+                    // A full queue drops it: the peer introduces itself on every reconnect.
+                    let _ = announce.try_send(hello);
+                    continue;
+                }
                 let Ok(msg) = Message::decode(&body) else {
                     break;
                 };
@@ -603,9 +702,12 @@ async fn accept_loop<N: Net>(
     }
 }
 
+/// Keeps one connection to `addr` and writes the outbox to it, `hello` first on every new
+/// connection. Ends at shutdown or when the outbox is closed.
 async fn peer_loop<N: Net>(
     net: N,
     addr: SocketAddr,
+    hello: Option<Bytes>,
     mut outbox: mpsc::Receiver<Bytes>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -620,7 +722,13 @@ async fn peer_loop<N: Net>(
         };
         let Ok(Ok(stream)) = connected else {
             // Messages queued while the peer is unreachable are stale by the time it is back.
-            while outbox.try_recv().is_ok() {}
+            loop {
+                match outbox.try_recv() {
+                    Ok(_) => {}
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => return,
+                }
+            }
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => return,
@@ -631,6 +739,12 @@ async fn peer_loop<N: Net>(
         };
         backoff_ms = RECONNECT_BACKOFF_MIN_MS;
         let (mut r, mut w) = tokio::io::split(stream);
+        if let Some(hello) = &hello {
+            if write_frame(&mut w, hello).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+                continue;
+            }
+        }
         let mut probe = [0u8; 1];
         loop {
             let next = tokio::select! {

@@ -88,6 +88,7 @@ fn config(id: u32, addrs: &[SocketAddr]) -> QuorumConfig {
         peers,
         voters,
         observers: Vec::new(),
+        announce: None,
         data_dir: "quorum".to_string(),
         election_timeout_min_ms: 150,
         election_timeout_max_ms: 300,
@@ -200,4 +201,65 @@ async fn quorum_three_nodes_commit_everywhere_and_survive_restart() {
     for h in &handles {
         h.shutdown();
     }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_unconfigured_observer_introduces_itself_and_applies_everything() {
+    // Voters 1 and 2 know only each other; node 3 knows the voters and announces itself.
+    let addrs = free_addrs(3).await;
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let sms: Vec<Applied> = (0..3).map(|_| Applied::default()).collect();
+    let mut handles = Vec::new();
+    for i in 0..3u32 {
+        let mut cfg = config((i + 1).min(2), &addrs[..2]);
+        cfg.id = NodeId(i + 1);
+        cfg.listen = addrs[i as usize];
+        if i == 2 {
+            cfg.announce = Some(addrs[2]);
+        }
+        let disk = RealDisk::new(dirs[i as usize].path()).expect("disk");
+        let seed = u64::from(i + 1);
+        let h = QuorumNode::spawn(cfg, disk, TokioNet, seed, sms[i as usize].clone(), None)
+            .await
+            .expect("spawn");
+        handles.push(h);
+    }
+    assert_eq!(handles[2].status().role, Role::Observer);
+    let mut last = 0;
+    for k in 0..10 {
+        last = propose_until_ok(&handles[..2], &format!("p{k}")).await;
+    }
+    for _ in 0..200 {
+        if handles[2].status().applied_index >= last {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let want: Vec<Bytes> = (0..10).map(|k| Bytes::from(format!("p{k}"))).collect();
+    assert_eq!(*sms[2].0.lock().expect("lock"), want);
+    assert_eq!(handles[2].status().role, Role::Observer);
+    let leader = wait_leader(&handles[..2]).await;
+    let info = handles[leader].quorum_info().await.expect("info");
+    assert_eq!(info.voters.len(), 2);
+    let observers: Vec<NodeId> = info.observers.iter().map(|o| o.id).collect();
+    assert_eq!(observers, vec![NodeId(3)]);
+    for h in &handles {
+        h.shutdown();
+    }
+}
+
+#[test]
+fn introductions_round_trip_and_garbage_is_refused() {
+    let addr: SocketAddr = "10.0.0.7:9093".parse().expect("addr");
+    let frame = super::encode_hello(NodeId(7), addr);
+    assert_eq!(super::decode_hello(&frame), Some((NodeId(7), addr)));
+    for cut in 0..frame.len() {
+        assert_eq!(super::decode_hello(&frame[..cut]), None, "cut at {cut}");
+    }
+    let mut long = frame.to_vec();
+    long.push(b'0');
+    assert_eq!(super::decode_hello(&long), None);
+    let mut bad = frame.to_vec();
+    bad[2] = 9;
+    assert_eq!(super::decode_hello(&bad), None, "unknown version");
 }
