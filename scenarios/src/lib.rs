@@ -108,6 +108,9 @@ pub struct SimOptions {
     /// nemesis step of wiping one voter's disk (at most once per run). 0 elsewhere.
     pub quorum_nodes: u32,
     pub quorum_voters: u32,
+    /// Replication scenarios: how many of the voters (the first ones) are controller-only;
+    /// nodes beyond the voters are broker-only.
+    pub controller_only_voters: u32,
     pub wipe_p: f64,
     /// Replication scenarios: the topic's replication factor and `min.insync.replicas`
     /// (0: the broker's defaults, no topic config).
@@ -167,6 +170,7 @@ impl SimOptions {
             clean_now_p: 0.0,
             quorum_nodes: 0,
             quorum_voters: 0,
+            controller_only_voters: 0,
             wipe_p: 0.0,
             replication_factor: 0,
             min_insync: 0,
@@ -195,8 +199,9 @@ impl SimOptions {
              dup={:.2} key_bytes={} pause_ms={} safety_ms={} liveness_ms={} members={} \
              member_leave={:.2} member_crash={:.2} member_pause={:.2} stale_commit={:.2} \
              compacted={} keys={}+{} tombstone={:.2} segment_ms={} dirty_ratio={:.2} \
-             delete_retention_ms={} clean_now={:.2} quorum={}/{} wipe={:.2} rf={} min_isr={} \
-             isr_crash={:.2} leader_crash={:.2} controller_cut={:.2}",
+             delete_retention_ms={} clean_now={:.2} quorum={}/{} controller_only={} \
+             wipe={:.2} rf={} min_isr={} isr_crash={:.2} leader_crash={:.2} \
+             controller_cut={:.2}",
             self.partitions,
             self.producers,
             idem.join(","),
@@ -252,6 +257,7 @@ impl SimOptions {
             self.clean_now_p,
             self.quorum_voters,
             self.quorum_nodes,
+            self.controller_only_voters,
             self.wipe_p,
             self.replication_factor,
             self.min_insync,

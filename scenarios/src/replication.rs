@@ -1,5 +1,6 @@
 //! Scenario `cluster_replication`: 3 to 5 madsim nodes each run the real broker in cluster mode
-//! (every node is a metadata voter and a broker) on their own `SimDisk`, skewed `SimClock` and
+//! (all of them metadata voters and brokers, or 1 or 3 voters with the others broker-only
+//! observers; the first voter may be controller-only) on their own `SimDisk`, skewed `SimClock` and
 //! a chaos network; the single-node workload (samsa-net's client) creates a topic with a drawn
 //! replication factor (1 to 3, so partitions may live on a subset of the nodes) and
 //! `min.insync.replicas`, runs idempotent acks=all producers and an optional consumer; a
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use madsim::net::NetSim;
 use madsim::runtime::Handle;
+use samsa_broker::quorum::fresh_directory_id;
 use samsa_broker::NodeConfig;
 use samsa_net::client::{Admin, ClientConfig};
 use samsa_net::TokioNet;
@@ -34,7 +36,7 @@ use crate::sim_run::Run;
 use crate::workload::{self, Workload, PARTITIONS_MAX, TOPIC};
 
 pub const SCENARIO: &str = "cluster_replication";
-/// Brokers (each also a metadata voter): the options draw 3 to this.
+/// Nodes (voters, brokers or both): the options draw 3 to this.
 pub const NODES_MAX: u32 = 5;
 /// Nodes when the options leave the count at 0.
 pub const NODES_DEFAULT: u32 = 3;
@@ -53,6 +55,11 @@ pub const SETTLE_POLL_MS: u64 = 200;
 /// Bytes one local-log read returns, and reads per replica (bounds the replica reader).
 pub const REPLICA_READ_BYTES: usize = 1 << 20;
 pub const REPLICA_READS_MAX: u32 = 10_000;
+/// Before a wipe, every ISR must be full in two Metadata answers this far apart.
+pub const WIPE_STEADY_MS: u64 = 1_500;
+/// After a wipe the nemesis waits (at most this long, polling) for every ISR to be full again.
+pub const WIPE_REJOIN_MS_MAX: u64 = 30_000;
+pub const WIPE_POLL_MS: u64 = 500;
 /// How long the nemesis waits for a client answer about leaders and ISRs before it falls back.
 pub const NEMESIS_METADATA_MS: u64 = 3_000;
 /// Before a leader or ISR power loss the nemesis waits for a send in flight (mid-produce), in
@@ -77,7 +84,7 @@ fn client_addr(i: u32) -> SocketAddr {
     SocketAddr::new(node_ip(i), CLIENT_PORT)
 }
 
-/// The run's node count (every node a voter).
+/// The run's node count.
 fn node_count(o: &crate::SimOptions) -> u32 {
     if o.quorum_nodes == 0 {
         NODES_DEFAULT
@@ -86,14 +93,46 @@ fn node_count(o: &crate::SimOptions) -> u32 {
     }
 }
 
-fn voters(nodes: u32) -> String {
-    (0..nodes)
-        .map(|i| format!("{}@{}", i + 1, SocketAddr::new(node_ip(i), CONTROLLER_PORT)))
+/// The seed node `i` (0-based) starts with the first time (later starts derive their own).
+fn node_base_seed(run_seed: u64, i: u32) -> u64 {
+    child_seed(run_seed, &format!("broker/n{i}"))
+}
+
+/// The voter list, each voter's directory id pinned (`ID@HOST:PORT:DIRID`): the id its fresh
+/// disk gets from its first seed, so a wiped voter comes back as an observer.
+fn voters(run_seed: u64, voters: u32) -> String {
+    (0..voters)
+        .map(|i| {
+            let dir = fresh_directory_id(node_base_seed(run_seed, i)).0;
+            let addr = SocketAddr::new(node_ip(i), CONTROLLER_PORT);
+            format!("{}@{addr}:{dir:032x}", i + 1)
+        })
         .collect::<Vec<_>>()
         .join(",")
 }
 
+/// How many of the run's nodes are voters (the first ones).
+fn voter_count(o: &crate::SimOptions) -> u32 {
+    if o.quorum_voters == 0 {
+        node_count(o)
+    } else {
+        o.quorum_voters.min(node_count(o))
+    }
+}
+
+/// Node `i` (0-based): the first `controller_only_voters` are controller-only voters, the rest
+/// of the first `quorum_voters` combined voters, every later one a broker-only observer.
 fn broker_config(run: &Run, i: u32, seed: u64) -> NodeConfig {
+    let o = &run.opts;
+    let voter_count = voter_count(o);
+    let (process_roles, controller_listen) = if i >= voter_count {
+        let own = SocketAddr::new(node_ip(i), CONTROLLER_PORT).to_string();
+        ("broker", Some(own))
+    } else if i < o.controller_only_voters {
+        ("controller", None)
+    } else {
+        ("broker,controller", None)
+    };
     NodeConfig {
         node_id: i as i32 + 1,
         listen: client_addr(i).to_string(),
@@ -102,7 +141,9 @@ fn broker_config(run: &Run, i: u32, seed: u64) -> NodeConfig {
         segment_bytes: run.opts.segment_bytes,
         num_partitions: run.opts.partitions,
         seed,
-        voters: Some(voters(node_count(&run.opts))),
+        voters: Some(voters(run.seed, voter_count)),
+        process_roles: process_roles.to_string(),
+        controller_listen,
         broker_heartbeat_interval_ms: 300,
         broker_session_timeout_ms: 3_000,
         ..NodeConfig::default()
@@ -132,8 +173,8 @@ pub(crate) async fn supervise(run: Run) -> (History, u64, Coverage) {
     let o = run.opts.clone();
     let nodes = node_count(&o);
     run.trace.event(format!(
-        "replication nodes={nodes} partitions={} rf={} min_isr={}",
-        o.partitions, o.replication_factor, o.min_insync
+        "replication nodes={nodes} voters={} controller_only={} partitions={} rf={} min_isr={}",
+        o.quorum_voters, o.controller_only_voters, o.partitions, o.replication_factor, o.min_insync
     ));
     let mut cseed = Seed::new(run.seed).child("replication/clocks");
     let clocks: Vec<SimClock> = (0..nodes)
@@ -162,7 +203,7 @@ pub(crate) async fn supervise(run: Run) -> (History, u64, Coverage) {
     let mut node_ids = Vec::new();
     for i in 0..nodes {
         let incarnations = Arc::new(AtomicU64::new(0));
-        let base = child_seed(run.seed, &format!("broker/n{i}"));
+        let base = node_base_seed(run.seed, i);
         let (run, clock, chaos, cut) = (
             run.clone(),
             clocks[i as usize].clone(),
@@ -281,11 +322,75 @@ pub(crate) async fn supervise(run: Run) -> (History, u64, Coverage) {
     let partitions = o.partitions.clamp(1, PARTITIONS_MAX);
     let safety_end = now_ms() + o.safety_ms;
     let n = node_ids.len();
+    let mut wiped = false;
     while now_ms() < safety_end {
         let step = seed.range_u64(o.nemesis_step_ms.0, o.nemesis_step_ms.1);
         madsim::time::sleep(Duration::from_millis(step)).await;
         let i = seed.range_u64(0, n as u64 - 1) as usize;
-        if seed.chance(o.crash_p) {
+        if !wiped && seed.chance(o.wipe_p) {
+            // One disk wipe per run (a replaced disk): a broker-only node, or a voter while at
+            // least three are configured (the pinned directory id makes it an observer, and
+            // the other voters keep a majority). Only while every ISR is full, as Metadata
+            // says twice `WIPE_STEADY_MS` apart (a node restarted just before leaves the ISRs
+            // when its registration applies): without KIP-966's eligible leader replicas a
+            // partition whose last ISR member is wiped stays offline (seed 98).
+            wiped = true;
+            let eligible = i as u32 >= voter_count(&o) || voter_count(&o) >= 3;
+            let full = |view: &Result<ClusterView, String>| {
+                view.as_ref().is_ok_and(|v| v.isrs_full(partitions))
+            };
+            let mut sole = None;
+            if eligible {
+                let first = cluster_view(&nemesis, &nemesis_wl).await;
+                madsim::time::sleep(Duration::from_millis(WIPE_STEADY_MS)).await;
+                let second = cluster_view(&nemesis, &nemesis_wl).await;
+                if !full(&first) || !full(&second) {
+                    sole = Some("an ISR is not full");
+                }
+            }
+            match (eligible, sole) {
+                (false, _) => {
+                    run.trace.event(format!(
+                        "nemesis: no wipe of n{} (one of {} voters)",
+                        i + 1,
+                        voter_count(&o)
+                    ));
+                    counts.add("nemesis.wipe_skipped", 1);
+                }
+                (true, Some(why)) => {
+                    run.trace
+                        .event(format!("nemesis: no wipe of n{}: {why}", i + 1));
+                    counts.add("nemesis.wipe_skipped", 1);
+                }
+                (true, None) => {
+                    run.trace.event(format!("nemesis: wipe n{}", i + 1));
+                    counts.add("nemesis.wipe", 1);
+                    h.kill(node_ids[i]);
+                    fs.shared.wipe(samsa_sim::disk::node_number(node_ids[i]));
+                    madsim::time::sleep(Duration::from_millis(seed.range_u64(10, 1_000))).await;
+                    h.kill(node_ids[i]);
+                    h.restart(node_ids[i]);
+                    // Until the new disk registered, the ISRs still name the old one; a
+                    // correlated power loss of the others in that window leaves it the last
+                    // member, and its new registration then takes a partition offline for good
+                    // (no KIP-966 ELR; seed 911). The next fault waits for full ISRs.
+                    let started = now_ms();
+                    let mut rejoined = false;
+                    while now_ms() < started + WIPE_REJOIN_MS_MAX {
+                        madsim::time::sleep(Duration::from_millis(WIPE_POLL_MS)).await;
+                        if full(&cluster_view(&nemesis, &nemesis_wl).await) {
+                            rejoined = true;
+                            break;
+                        }
+                    }
+                    run.trace.event(format!(
+                        "nemesis: wiped n{} rejoined every ISR: {rejoined} after {} ms",
+                        i + 1,
+                        now_ms() - started
+                    ));
+                }
+            }
+        } else if seed.chance(o.crash_p) {
             run.trace.event(format!("nemesis: power-fail n{}", i + 1));
             counts.add("nemesis.crash", 1);
             h.kill(node_ids[i]);
@@ -617,6 +722,8 @@ pub(crate) async fn supervise(run: Run) -> (History, u64, Coverage) {
 
 /// Coverage counters of the nemesis (each reported, 0 when it never fired).
 const NEMESIS_COVERAGE: &[&str] = &[
+    "nemesis.wipe",
+    "nemesis.wipe_skipped",
     "nemesis.crash",
     "nemesis.leader_crash",
     "nemesis.leader_unknown",
@@ -638,6 +745,25 @@ const NEMESIS_COVERAGE: &[&str] = &[
 struct ClusterView {
     controller: i32,
     partitions: BTreeMap<i32, (i32, Vec<i32>)>,
+    /// Per partition, its replicas.
+    replicas: BTreeMap<i32, Vec<i32>>,
+}
+
+impl ClusterView {
+    /// Every partition of the topic is known and its ISR holds all its replicas.
+    fn isrs_full(&self, partitions: i32) -> bool {
+        (0..partitions).all(|p| {
+            let (Some((_, isr)), Some(replicas)) = (self.partitions.get(&p), self.replicas.get(&p))
+            else {
+                return false;
+            };
+            let mut isr = isr.clone();
+            isr.sort_unstable();
+            let mut replicas = replicas.clone();
+            replicas.sort_unstable();
+            !replicas.is_empty() && isr == replicas
+        })
+    }
 }
 
 /// Asks Metadata from the nemesis node; bounded in time.
@@ -653,9 +779,8 @@ async fn cluster_view(
             .metadata(Some(vec![TOPIC.to_string()]))
             .await
             .map_err(|e| format!("metadata: {e}"))?;
-        let partitions = metadata
-            .topic(TOPIC)
-            .filter(|t| t.error_code == 0)
+        let topic = metadata.topic(TOPIC).filter(|t| t.error_code == 0);
+        let partitions = topic
             .map(|t| {
                 t.partitions
                     .iter()
@@ -663,9 +788,18 @@ async fn cluster_view(
                     .collect()
             })
             .unwrap_or_default();
+        let replicas = topic
+            .map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (p.partition, p.replicas.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(ClusterView {
             controller: metadata.controller_id,
             partitions,
+            replicas,
         })
     });
     match madsim::time::timeout(Duration::from_millis(NEMESIS_METADATA_MS), ask).await {

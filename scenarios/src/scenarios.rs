@@ -200,6 +200,23 @@ pub fn cluster_replication(s: &mut Seed) -> SimOptions {
         ..DiskFaults::NONE
     };
     o.nemesis_step_ms = (300, s.range_u64(800, 2_500));
+    // Process roles, drawn last so the other draws stay what they were for older seeds.
+    let nodes = o.quorum_nodes;
+    if s.chance(0.5) {
+        let fewer: Vec<u32> = [1u32, 3].into_iter().filter(|v| *v < nodes).collect();
+        o.quorum_voters = *s.pick(&fewer).unwrap_or(&nodes);
+    }
+    if s.chance(0.3) {
+        o.controller_only_voters = 1;
+    }
+    let brokers = nodes - o.controller_only_voters;
+    o.replication_factor = o.replication_factor.min(brokers as i16);
+    o.min_insync = o.min_insync.min(i32::from(o.replication_factor));
+    // One disk wipe per run (nemesis: a broker-only node or one of at least three voters, only
+    // while every ISR is full), only where every acked record is on two disks.
+    if o.min_insync >= 2 {
+        o.wipe_p = s.rate(0.4, 0.15);
+    }
     o
 }
 
@@ -449,16 +466,24 @@ mod tests {
     #[test]
     fn cluster_replication_draws_nodes_rf_and_min_isr_within_bounds() {
         let mut shapes = BTreeSet::new();
+        let mut layouts = BTreeSet::new();
         let mut faults = [0u32; 3];
         for seed in 0..2_000u64 {
             let o = cluster_replication(&mut Seed::new(seed).child("options"));
             let nodes = o.quorum_nodes;
             assert!((3..=5).contains(&nodes), "seed {seed}: {nodes} nodes");
-            assert_eq!(o.quorum_voters, nodes, "seed {seed}: every node is a voter");
+            let (voters, controllers) = (o.quorum_voters, o.controller_only_voters);
+            assert!(
+                voters == nodes || voters == 1 || voters == 3,
+                "seed {seed}: {voters} voters of {nodes}"
+            );
+            assert!(controllers <= 1 && controllers <= voters, "seed {seed}");
+            layouts.insert((nodes, voters, controllers));
+            let brokers = nodes - controllers;
             let rf = o.replication_factor as u32;
             assert!(
-                rf >= 1 && rf <= nodes.min(3),
-                "seed {seed}: rf {rf} on {nodes}"
+                rf >= 1 && rf <= brokers.min(3),
+                "seed {seed}: rf {rf} on {brokers} brokers"
             );
             assert!(
                 o.min_insync >= 1 && o.min_insync as u32 <= rf,
@@ -479,6 +504,9 @@ mod tests {
         }
         // Every (nodes, rf, min ISR) combination appears: 3 node counts x 6 (rf, min ISR).
         assert_eq!(shapes.len(), 18, "{shapes:?}");
+        // Voters: 3 nodes {3, 1}, 4 nodes {4, 1, 3}, 5 nodes {5, 1, 3}; each with and without
+        // a controller-only voter.
+        assert_eq!(layouts.len(), 16, "{layouts:?}");
         // Swarm: each new fault is on in some seeds and off in others.
         for count in faults {
             assert!(count > 500 && count < 1_500, "{faults:?}");
