@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # ci/cluster.sh: a local Samsa cluster on 127.0.0.1 for trying cluster mode out.
-#   ci/cluster.sh start [N]   N nodes (default 3, at most 9): node i serves clients on
-#                             19090+2i and its metadata quorum on 19091+2i (i = 1..N)
+#   ci/cluster.sh start [N] [--brokers M]
+#                             N voters (default 3), each also a broker, and M more broker-only
+#                             nodes (default 0; N + M at most 9): node i serves clients on
+#                             19090+2i and its metadata quorum on 19091+2i (i = 1..N+M)
 #   ci/cluster.sh stop        SIGTERM every node started here, wait for clean shutdown
 #   ci/cluster.sh status      which nodes run, and their logs' last line
 # Data in target/cluster/node<i>/, logs in target/cluster/node<i>.log, pids in .pid files, the
@@ -21,9 +23,19 @@ running() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 case "$cmd" in
   start)
-    n="${2:-3}"
-    if ! [[ "$n" =~ ^[1-9]$ ]]; then
-      echo "node count must be 1..9, got $n" >&2
+    shift
+    n=3
+    m=0
+    if [[ $# -gt 0 && "$1" != --* ]]; then n="$1"; shift; fi
+    if [[ $# -gt 0 ]]; then
+      if [[ "$1" != "--brokers" || $# -ne 2 ]]; then
+        echo "usage: ci/cluster.sh start [N] [--brokers M]" >&2
+        exit 2
+      fi
+      m="$2"
+    fi
+    if ! [[ "$n" =~ ^[1-9]$ && "$m" =~ ^[0-8]$ ]] || (( n + m > 9 )); then
+      echo "need 1..9 voters and 0..8 broker-only nodes, 9 in all; got $n and $m" >&2
       exit 2
     fi
     [[ -x "$bin" ]] || cargo build --release -p samsa-broker
@@ -57,9 +69,26 @@ case "$cmd" in
       echo "node $i: clients 127.0.0.1:$(client_port "$i")," \
         "quorum 127.0.0.1:$(quorum_port "$i"), pid $!"
     done
+    # Broker-only nodes: in nobody's configuration; each introduces itself to the voters and
+    # follows the metadata log as a Raft observer.
+    for i in $(seq $((n + 1)) $((n + m))); do
+      pid="$base/node$i.pid"
+      if running "$pid"; then
+        echo "node $i already running (pid $(cat "$pid"))"
+        continue
+      fi
+      mkdir -p "$base/node$i"
+      "$bin" broker --node-id "$i" --listen "127.0.0.1:$(client_port "$i")" \
+        --data-dir "$base/node$i" --voters "$voters" --process-roles broker \
+        --controller-listen "127.0.0.1:$(quorum_port "$i")" \
+        >>"$base/node$i.log" 2>&1 &
+      echo $! >"$pid"
+      echo "node $i (broker only): clients 127.0.0.1:$(client_port "$i")," \
+        "metadata 127.0.0.1:$(quorum_port "$i"), pid $!"
+    done
     echo "voters: $voters"
     bootstrap=""
-    for i in $(seq 1 "$n"); do
+    for i in $(seq 1 $((n + m))); do
       bootstrap="${bootstrap:+$bootstrap,}127.0.0.1:$(client_port "$i")"
     done
     echo "bootstrap servers: $bootstrap"
@@ -91,7 +120,7 @@ case "$cmd" in
     done
     ;;
   *)
-    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac
