@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use bytes::{Bytes, BytesMut};
 use samsa_cluster::replica::LeaderEvent;
 use samsa_net::error::code;
+use samsa_net::hooks::{LogTruncation, Observation};
 use samsa_net::Hooks;
 use samsa_storage::log::cleaner::{CleanOptions, CleanStats, DirtyInfo};
 use samsa_storage::log::epoch_cache::LeaderEpochCache;
@@ -256,6 +257,7 @@ impl<D: Disk> Partition<D> {
         let mut slot = slot;
         let fed = slot_log_end(&slot);
         let (outcome, _) = replication::slot_appended(&mut slot, fed, false);
+        replication::observe_hw(&self.hooks, &slot, self.index, &outcome);
         let hw = slot.core.high_watermark();
         let old = self.lock_leader().replace(slot);
         if let Some(old) = old {
@@ -314,7 +316,9 @@ impl<D: Disk> Partition<D> {
             let Some(slot) = guard.as_mut() else {
                 return Vec::new();
             };
-            replication::step_slot(slot, event)
+            let outcome = replication::step_slot(slot, event);
+            replication::observe_hw(&self.hooks, slot, self.index, &outcome);
+            outcome
         };
         if let Some(hw) = outcome.high_watermark {
             self.set_replication_hw(hw);
@@ -337,7 +341,9 @@ impl<D: Disk> Partition<D> {
             let Some(slot) = guard.as_mut() else {
                 return (Vec::new(), None);
             };
-            replication::slot_appended(slot, end_offset, acks_all)
+            let (outcome, waiter) = replication::slot_appended(slot, end_offset, acks_all);
+            replication::observe_hw(&self.hooks, slot, self.index, &outcome);
+            (outcome, waiter)
         };
         if let Some(hw) = outcome.high_watermark {
             self.set_replication_hw(hw);
@@ -388,7 +394,23 @@ impl<D: Disk> Partition<D> {
         let mut effects = Vec::new();
         let end = {
             let mut log = self.log.lock().await;
+            let before = log.log_end_offset();
             let end = log.truncate_to(offset).await?;
+            // The simulator's `epoch_cache_truncated` check: the cache right after the cut.
+            self.hooks.observe(|| {
+                Observation::Truncation(LogTruncation {
+                    dir: self.dir.clone(),
+                    partition: self.index,
+                    requested: offset,
+                    log_end_before: before,
+                    log_end_after: end,
+                    epochs: log
+                        .epoch_entries()
+                        .iter()
+                        .map(|e| (e.epoch, e.start_offset))
+                        .collect(),
+                })
+            });
             self.lock_commit()
                 .core
                 .step(Event::Truncated { end_offset: end }, &mut effects);

@@ -4,7 +4,8 @@
 //! watermark and answers acks=all waiters; its AlterPartition effects go to the controller.
 //! Follower side: `run_follower` fetches from the leader's client listener (OffsetForLeaderEpoch
 //! first, KIP-279 truncation, then Fetch with our replica id) and appends with
-//! `Partition::append_replicated`.
+//! `Partition::append_replicated`. Each high-watermark advance is reported to the simulator's
+//! hooks with the facts it was computed from (`observe_hw`; nothing outside simulation builds).
 //! Never reads a wall clock (time from `Clock`), never draws randomness, never panics on bytes
 //! from the leader (every bad answer is an error code and a back-off), never runs on a single
 //! node (nothing here is reached without `voters`), and every loop has a bound or a stop signal.
@@ -30,6 +31,7 @@ use samsa_cluster::replica::{
 };
 use samsa_net::error::{code, ErrorCode};
 use samsa_net::frame::{read_frame, write_frame};
+use samsa_net::hooks::{HwAdvance, Observation};
 use samsa_net::{watch, Clock, Hooks, Net};
 use samsa_storage::log::epoch_cache::UNDEFINED_EPOCH;
 use samsa_storage::{Disk, LogError};
@@ -121,20 +123,50 @@ impl LeaderSlot {
 pub struct SlotOutcome {
     pub high_watermark: Option<i64>,
     pub alter: Vec<LeaderEffect>,
+    /// The core's high watermark before the step.
+    pub high_watermark_before: i64,
 }
 
 /// Steps a slot's core and delivers its replies; returns the high watermark to apply and the
 /// AlterPartition effects to send.
 pub fn step_slot(slot: &mut LeaderSlot, event: LeaderEvent) -> SlotOutcome {
+    let before = slot.core.high_watermark();
     let mut effects = Vec::new();
     slot.core.step(event, &mut effects);
-    deliver(slot, effects)
+    let mut out = deliver(slot, effects);
+    out.high_watermark_before = before;
+    out
+}
+
+/// Reports the high-watermark advance of a step (if it made one) to the simulator's hooks,
+/// with what the core computed it from; nothing at all outside simulation builds. Call it with
+/// the slot still locked, right after the step.
+pub fn observe_hw(hooks: &Hooks, slot: &LeaderSlot, partition: i32, outcome: &SlotOutcome) {
+    let Some(to) = outcome.high_watermark else {
+        return;
+    };
+    hooks.observe(|| {
+        Observation::HighWatermark(HwAdvance {
+            node: slot.core.local(),
+            topic_id: slot.topic_id,
+            partition,
+            leader_epoch: slot.core.leader_epoch(),
+            partition_epoch: slot.core.partition_epoch(),
+            from: outcome.high_watermark_before,
+            to,
+            leader_log_end: slot.core.log_end_offset(),
+            min_insync_replicas: slot.core.min_insync_replicas(),
+            isr: slot.core.isr().to_vec(),
+            counted: slot.core.counted_log_ends(),
+        })
+    });
 }
 
 fn deliver(slot: &mut LeaderSlot, effects: Vec<LeaderEffect>) -> SlotOutcome {
     let mut out = SlotOutcome {
         high_watermark: None,
         alter: Vec::new(),
+        high_watermark_before: slot.core.high_watermark(),
     };
     for effect in effects {
         match effect {

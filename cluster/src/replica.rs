@@ -202,6 +202,24 @@ impl PartitionLeader {
     pub fn alter_partition_in_flight(&self) -> bool {
         self.pending_isr.is_some()
     }
+    /// This leader's broker id.
+    pub fn local(&self) -> BrokerId {
+        self.config.local
+    }
+    pub fn min_insync_replicas(&self) -> usize {
+        self.config.min_insync_replicas
+    }
+    /// The leader's own log end offset as fed to the core.
+    pub fn log_end_offset(&self) -> i64 {
+        self.log_end_offset
+    }
+    /// Observation only (the simulator's `hw_safety`): every member the high watermark counts
+    /// (the maximal ISR) with the log end offset this leader knows for it.
+    pub fn counted_log_ends(&self) -> Vec<(BrokerId, i64)> {
+        self.maximal_isr()
+            .map(|r| (r, self.member_log_end(r)))
+            .collect()
+    }
 
     /// May an acks=all produce be appended now? (Checked before the append, as Kafka does.)
     pub fn check_acks_all(&self) -> Result<(), ErrorCode> {
@@ -462,6 +480,14 @@ impl PartitionLeader {
         self.isr.iter().chain(adds).copied()
     }
 
+    /// A member's log end as the high watermark counts it (the leader's own for itself).
+    fn member_log_end(&self, replica: BrokerId) -> i64 {
+        match self.followers.get(&replica) {
+            Some(f) => f.log_end_offset,
+            None => self.log_end_offset,
+        }
+    }
+
     fn maybe_advance_high_watermark(&mut self, effects: &mut Vec<LeaderEffect>) {
         let below_min_isr = self.isr.len() < self.config.min_insync_replicas;
         if below_min_isr && !self.planted.isr_hw_below_min_isr() {
@@ -469,10 +495,7 @@ impl PartitionLeader {
         }
         let candidate = self
             .maximal_isr()
-            .map(|r| match self.followers.get(&r) {
-                Some(f) => f.log_end_offset,
-                None => self.log_end_offset,
-            })
+            .map(|r| self.member_log_end(r))
             .min()
             .unwrap_or(self.log_end_offset);
         if candidate <= self.high_watermark {
@@ -716,6 +739,34 @@ mod tests {
         assert_eq!(l.high_watermark(), 10, "3 is in the ISR now");
         step(&mut l, fetch(3, 30, 5));
         assert_eq!(l.high_watermark(), 30);
+    }
+
+    /// What the simulator's `hw_safety` is told: the members counted (the leader and a
+    /// pending addition included) with the log ends the high watermark was computed from.
+    #[test]
+    fn counted_log_ends_name_every_member_the_hw_counts() {
+        let mut l = leader(2, &[1, 2], Planted::none());
+        assert_eq!(l.counted_log_ends(), vec![(1, 10), (2, UNKNOWN_OFFSET)]);
+        step(
+            &mut l,
+            LeaderEvent::Appended {
+                log_end_offset: 14,
+                waiter: None,
+            },
+        );
+        step(&mut l, fetch(3, 10, 1));
+        assert!(l.alter_partition_in_flight());
+        step(&mut l, fetch(2, 12, 2));
+        let counted = l.counted_log_ends();
+        assert_eq!(counted, vec![(1, 14), (2, 12), (3, 10)]);
+        assert_eq!(
+            l.high_watermark(),
+            counted.iter().map(|(_, leo)| *leo).min().unwrap_or(0)
+        );
+        assert_eq!(
+            (l.local(), l.min_insync_replicas(), l.log_end_offset()),
+            (1, 2, 14)
+        );
     }
 
     #[test]

@@ -661,6 +661,7 @@ pub(crate) async fn supervise(run: Run) -> (History, u64, Coverage) {
                 }
                 for (partition, (leader, isr, hw)) in &view.partitions {
                     let mut logs = BTreeMap::new();
+                    let mut epochs = BTreeMap::new();
                     for node in isr {
                         let disk = fs
                             .shared
@@ -670,6 +671,10 @@ pub(crate) async fn supervise(run: Run) -> (History, u64, Coverage) {
                             *partition,
                             view.topic_id,
                         );
+                        // The raw epoch checkpoint first: opening the log repairs it.
+                        let epoch_view =
+                            crate::replication_obs::read_replica_epochs(disk.clone(), &dir).await;
+                        epochs.insert(*node, epoch_view);
                         let log = read_local_log(disk, &dir, *hw).await;
                         run.trace.event(format!(
                             "replica n{node} partition={partition} hw={hw} log={:?}",
@@ -684,6 +689,7 @@ pub(crate) async fn supervise(run: Run) -> (History, u64, Coverage) {
                             leader: *leader,
                             isr: isr.clone(),
                             logs,
+                            epochs,
                         },
                     );
                 }
@@ -708,6 +714,8 @@ pub(crate) async fn supervise(run: Run) -> (History, u64, Coverage) {
     history.liveness_pending = pending;
     history.liveness_converged = pending == 0 && history.final_log.complete && settled.is_ok();
     history.replicas = replicas;
+    // What the nodes reported through their hooks (`hw_safety`, `epoch_cache_truncated`).
+    history.observed = run.hooks.take_observations();
     let sim_ms = now_ms();
     counts.merge(&fs.shared.coverage());
     counts.merge(&broker_chaos.coverage());

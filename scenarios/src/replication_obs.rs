@@ -4,18 +4,94 @@
 //! `one_leader_per_epoch`. Only entries that a majority of the nodes hold identically (by index
 //! and term, or below their snapshot) count, so an uncommitted tail never does. Runs as the
 //! last step of a run with every node paused (opening a store repairs a torn tail just as the
-//! node's own restart would; nothing runs on it afterwards); never draws randomness.
+//! node's own restart would; nothing runs on it afterwards); never draws randomness. Also
+//! reads a paused replica's raw leader-epoch checkpoint and its batches' epochs for
+//! `epoch_cache_matches_log`.
 
 use samsa_broker::cluster_mode::QUORUM_DIR;
 use samsa_broker::quorum::QuorumStore;
 use samsa_cluster::metadata::{MetadataImage, PartitionImage};
 use samsa_cluster::records::{decode_batch, TopicId};
+use samsa_net::batch::{BatchHeader, BATCH_HEADER_BYTES};
 use samsa_raft::{DirectoryId, Entry, SnapshotMeta};
-use samsa_sim::history::PartitionState;
-use samsa_storage::Disk;
+use samsa_sim::history::{PartitionState, ReplicaEpochs};
+use samsa_storage::log::checkpoint;
+use samsa_storage::log::epoch_cache::{LeaderEpochCache, CHECKPOINT_BYTES_MAX};
+use samsa_storage::{Disk, LogConfig, PartitionLog};
 
 /// Partition states recorded per run (a run writes a few hundred metadata records).
 pub const PARTITION_STATES_MAX: usize = 100_000;
+
+/// Bytes one read of a replica's log returns, and reads per replica (bounds the epoch walk).
+pub const EPOCH_READ_BYTES: usize = 1 << 20;
+pub const EPOCH_READS_MAX: u32 = 10_000;
+/// Epoch changes recorded per replica log (one per leader epoch it holds).
+pub const EPOCH_RUNS_MAX: usize = 100_000;
+
+/// One paused replica's leader-epoch checkpoint exactly as its node left it (read before
+/// anything reopens the log: recovery would repair it), then the epochs of every batch of its
+/// log. The node must not be running.
+pub async fn read_replica_epochs<D: Disk>(disk: D, dir: &str) -> Result<ReplicaEpochs, String> {
+    let name = checkpoint::LEADER_EPOCH_CHECKPOINT;
+    let raw = checkpoint::read_stable(&disk, dir, name, CHECKPOINT_BYTES_MAX)
+        .await
+        .map_err(|e| format!("read {dir}/{name}: {e}"))?;
+    let checkpoint = match raw {
+        None => Vec::new(),
+        Some(bytes) => LeaderEpochCache::decode_checkpoint(&bytes)
+            .map_err(|e| format!("{dir}/{name}: {e:?}"))?
+            .entries()
+            .iter()
+            .map(|e| (e.epoch, e.start_offset))
+            .collect(),
+    };
+    let (log, _) = PartitionLog::open(disk, dir, LogConfig::default())
+        .await
+        .map_err(|e| format!("open {dir}: {e}"))?;
+    let (log_start, log_end) = (log.log_start_offset(), log.log_end_offset());
+    let mut batches: Vec<(i32, i64)> = Vec::new();
+    let mut at = log_start;
+    for _ in 0..EPOCH_READS_MAX {
+        if at >= log_end {
+            return Ok(ReplicaEpochs {
+                log_start,
+                log_end,
+                checkpoint,
+                batches,
+            });
+        }
+        let read = log
+            .read(at, EPOCH_READ_BYTES, None)
+            .await
+            .map_err(|e| format!("read {dir} at {at}: {e}"))?;
+        if read.bytes.is_empty() || read.next_offset <= at {
+            return Err(format!(
+                "{dir}: no batch at {at} below the log end {log_end}"
+            ));
+        }
+        let mut rest = &read.bytes[..];
+        while rest.len() >= BATCH_HEADER_BYTES {
+            let hdr = BatchHeader::parse(rest).map_err(|e| format!("{dir}: {e:?}"))?;
+            let len = hdr.total_bytes();
+            if len < BATCH_HEADER_BYTES || len > rest.len() {
+                return Err(format!(
+                    "{dir}: batch at {} claims {len} bytes",
+                    hdr.base_offset
+                ));
+            }
+            let epoch = hdr.partition_leader_epoch;
+            if epoch >= 0 && batches.last().is_none_or(|(e, _)| *e != epoch) {
+                if batches.len() >= EPOCH_RUNS_MAX {
+                    return Err(format!("{dir}: more than {EPOCH_RUNS_MAX} epoch changes"));
+                }
+                batches.push((epoch, hdr.base_offset));
+            }
+            rest = &rest[len..];
+        }
+        at = read.next_offset;
+    }
+    Err(format!("{dir}: more than {EPOCH_READS_MAX} reads"))
+}
 
 /// One node's metadata storage as read back: its snapshot and the log after it.
 #[derive(Clone, Debug, Default)]

@@ -147,16 +147,21 @@ const REPLICATION_CHECKS: &[&str] = &[
     "replica_epochs_monotonic",
     "leader_from_isr",
     "one_leader_per_epoch",
+    "hw_safety",
+    "epoch_cache_truncated",
+    "epoch_cache_matches_log",
 ];
 
-/// Atlas: 3-5 nodes, all voters (`quorum_nodes` = `quorum_voters`), RF 1..=min(3, nodes) and
-/// min ISR 1..=RF; power loss with torn/reordered unsynced writes on one node, on a partition's
+/// Atlas: 3-5 nodes; in half the runs every node is a voter and a broker, else 1 or 3 of them
+/// are voters and the rest broker-only (Raft observers that introduce themselves), and in some
+/// runs the first voter is controller-only (no replicas); RF 1..=min(3, brokers) and min ISR
+/// 1..=RF; power loss with torn/reordered unsynced writes on one node, on a partition's
 /// leader while a send is in flight, or on every member of a partition's ISR at the same
 /// instant; pauses, partitions between one node and its peers (both ways or one way), from
 /// everyone or on its controller port only, packet loss, short reads/writes and resets, slow
-/// disks, per-node clock offsets, drift and jumps. The flush policy stays `fsync`, so a power
-/// loss never excuses a lost acked record (RF 1 included). No EIO, no bit flips, no wipe (a
-/// wiped replica is a disk-failure scenario of its own).
+/// disks, per-node clock offsets, drift and jumps; with min ISR >= 2, one disk wipe. The flush
+/// policy stays `fsync`, so a power loss never excuses a lost acked record (RF 1 included). No
+/// EIO, no bit flips.
 pub fn cluster_replication(s: &mut Seed) -> SimOptions {
     let mut o = SimOptions::base();
     o.partitions = s.range_u64(1, 3) as i32;

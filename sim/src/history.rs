@@ -1,11 +1,14 @@
 //! The client history of one run, in Jepsen's vocabulary: each operation is invoked, then
 //! completes `Ok` (with what the broker answered), `Fail` (definite: certainly not applied) or
 //! `Info` (ambiguous: may have been applied), or stays pending. Plus what the checkers need
-//! beyond client ops: the final log read after healing, node panics and the liveness report.
+//! beyond client ops: the final log read after healing, node panics and the liveness report,
+//! and the nodes' own observations (high-watermark advances, truncations).
 //! Plain data; never decides anything itself.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
+
+pub use samsa_net::hooks::{HwAdvance, LogTruncation};
 
 /// Operations kept per run; the workload stops invoking past it.
 pub const HISTORY_OPS_MAX: usize = 100_000;
@@ -166,6 +169,19 @@ pub struct History {
     /// Replication scenarios: every partition state the committed metadata log went through,
     /// in log order, read from the controllers' storage after quiescence (empty elsewhere).
     pub partition_states: Vec<PartitionState>,
+    /// Replication scenarios: what the nodes reported through their hooks (empty elsewhere).
+    pub observed: NodeObservations,
+}
+
+/// Omniscient facts the nodes reported through `Hooks::observe` during the run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeObservations {
+    /// Every high-watermark advance of a partition leader, in the order they happened.
+    pub hw_advances: Vec<HwAdvance>,
+    /// Every replication truncation of a replica's log, with its epoch cache after the cut.
+    pub truncations: Vec<LogTruncation>,
+    /// Observations past the simulator's bound, not kept (the checks judge the kept ones).
+    pub dropped: u64,
 }
 
 /// One partition's state after a metadata record (replication scenarios; see
@@ -198,6 +214,22 @@ pub struct ReplicaLogs {
     /// Per ISR member: its log end offset and its stored batches below the high watermark,
     /// or why its log could not be read.
     pub logs: BTreeMap<i32, Result<(i64, Vec<u8>), String>>,
+    /// Per ISR member: its leader-epoch checkpoint as its node left it on disk next to the
+    /// epochs of its whole log, or why they could not be read (`epoch_cache_matches_log`).
+    pub epochs: BTreeMap<i32, Result<ReplicaEpochs, String>>,
+}
+
+/// One replica's leader-epoch cache as its node left it on disk (the raw checkpoint, read
+/// before anything reopens the log, whose recovery would repair it) and its batches' epochs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaEpochs {
+    pub log_start: i64,
+    pub log_end: i64,
+    /// `(epoch, start offset)` of every checkpoint entry (empty when there is no checkpoint).
+    pub checkpoint: Vec<(i32, i64)>,
+    /// `(epoch, base offset)` of every batch where the epoch changes, in log order, from the
+    /// first batch the log holds (whose base may lie below `log_start`).
+    pub batches: Vec<(i32, i64)>,
 }
 
 /// The omniscient record of a Raft quorum run: what every node did, durably or on the wire.

@@ -2,7 +2,9 @@
 //! run (p = `BUGGIFY_ACTIVATE_P`, a pure function of the run seed and the site name, so adding a
 //! site never shifts another's activation) and fires per hit (p = `BUGGIFY_FIRE_P`, drawn from
 //! the run's seeded stream). Counts hits and fires per site for the coverage table, and answers
-//! which planted bug (mutant) is on. Never consults anything outside the seed.
+//! which planted bug (mutant) is on, and records the nodes' `Observation`s (high-watermark
+//! advances, log truncations; at most `OBSERVATIONS_MAX`) for the checks. Never consults
+//! anything outside the seed.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -10,9 +12,11 @@ use std::sync::{Arc, Mutex};
 use rand::Rng;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use samsa_net::hooks::Observation;
 use samsa_net::{HookSink, Hooks};
 
 use crate::coverage::Coverage;
+use crate::history::NodeObservations;
 use crate::seed::{child_seed, mix64};
 use crate::trace::lock;
 
@@ -22,6 +26,9 @@ pub const BUGGIFY_ACTIVATE_P: f64 = 0.25;
 pub const BUGGIFY_FIRE_P: f64 = 0.25;
 /// Distinct sites tracked; beyond it hits still answer but are not counted separately.
 pub const BUGGIFY_SITES_MAX: usize = 1024;
+
+/// Observations kept per run (a run makes a few thousand); later ones are counted as dropped.
+pub const OBSERVATIONS_MAX: usize = 200_000;
 
 /// The planted bugs, by name (CONTRACTS.md). `nondeterminism_canary` is the simulator's own.
 pub const MUTANTS: &[&str] = &[
@@ -37,10 +44,13 @@ pub const MUTANTS: &[&str] = &[
     "cleaner_swap_no_sync_dir",
     "raft_vote_without_log_check",
     "raft_vote_persisted_after_reply",
+    "raft_introductions_ignored",
     "ack_before_isr",
     "unclean_election_when_disabled",
     "truncate_to_own_hw",
     "ofle_newer_epoch",
+    "hw_advance_below_min_isr",
+    "epoch_cache_not_truncated",
 ];
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -58,6 +68,11 @@ struct HookState {
     mutant_queries: u64,
     /// Sites a scenario forces active in every run, with their own fire probability.
     hot: BTreeMap<&'static str, f64>,
+    observed: NodeObservations,
+    /// Observations made, taken or not (coverage).
+    hw_advances_seen: u64,
+    truncations_seen: u64,
+    dropped_seen: u64,
 }
 
 /// One per run, shared by every node of the run (clone the `Arc`).
@@ -81,6 +96,10 @@ impl SimHooks {
                 sites: BTreeMap::new(),
                 mutant_queries: 0,
                 hot: BTreeMap::new(),
+                observed: NodeObservations::default(),
+                hw_advances_seen: 0,
+                truncations_seen: 0,
+                dropped_seen: 0,
             }),
         })
     }
@@ -101,6 +120,11 @@ impl SimHooks {
         lock(&self.state).enabled = enabled;
     }
 
+    /// Hands over every observation recorded so far (the scenario puts them in the history).
+    pub fn take_observations(&self) -> NodeObservations {
+        std::mem::take(&mut lock(&self.state).observed)
+    }
+
     pub fn mutant_name(&self) -> Option<&str> {
         self.mutant.as_deref()
     }
@@ -114,6 +138,12 @@ impl SimHooks {
         }
         if let Some(m) = &self.mutant {
             c.add(&format!("mutant.{m}.reached"), s.mutant_queries);
+        }
+        // Only where nodes report them (replication scenarios), so other tables stay as they were.
+        if s.hw_advances_seen + s.truncations_seen > 0 {
+            c.add("observed.hw_advance", s.hw_advances_seen);
+            c.add("observed.truncation", s.truncations_seen);
+            c.add("observed.dropped", s.dropped_seen);
         }
         c
     }
@@ -153,6 +183,28 @@ impl HookSink for SimHooks {
             lock(&self.state).mutant_queries += 1;
         }
         on
+    }
+
+    fn observing(&self) -> bool {
+        true
+    }
+
+    fn observe(&self, observation: Observation) {
+        let mut s = lock(&self.state);
+        match &observation {
+            Observation::HighWatermark(_) => s.hw_advances_seen += 1,
+            Observation::Truncation(_) => s.truncations_seen += 1,
+        }
+        let kept = s.observed.hw_advances.len() + s.observed.truncations.len();
+        if kept >= OBSERVATIONS_MAX {
+            s.observed.dropped += 1;
+            s.dropped_seen += 1;
+            return;
+        }
+        match observation {
+            Observation::HighWatermark(a) => s.observed.hw_advances.push(a),
+            Observation::Truncation(t) => s.observed.truncations.push(t),
+        }
     }
 }
 
@@ -206,5 +258,31 @@ mod tests {
         assert!(h.mutant("skip_crc_on_read"));
         assert!(!h.mutant("ack_before_fsync"));
         assert_eq!(h.coverage().get("mutant.skip_crc_on_read.reached"), 1);
+    }
+
+    #[test]
+    fn observations_are_kept_in_order_and_taken_once() {
+        use samsa_net::hooks::{HwAdvance, LogTruncation};
+        let h = SimHooks::new(1, false, None);
+        let hooks = h.hooks();
+        for to in 1..=3 {
+            let advance = HwAdvance {
+                to,
+                ..HwAdvance::default()
+            };
+            hooks.observe(|| Observation::HighWatermark(advance));
+        }
+        hooks.observe(|| Observation::Truncation(LogTruncation::default()));
+        let expected = if cfg!(madsim) { (3, 1) } else { (0, 0) };
+        assert_eq!(h.coverage().get("observed.hw_advance"), expected.0);
+        let taken = h.take_observations();
+        let tos: Vec<i64> = taken.hw_advances.iter().map(|a| a.to).collect();
+        assert_eq!(tos.len() as u64, expected.0);
+        assert!(tos.windows(2).all(|w| w[0] < w[1]), "{tos:?}");
+        assert_eq!(taken.truncations.len() as u64, expected.1);
+        assert_eq!(h.take_observations(), NodeObservations::default());
+        // The sink itself records whatever reaches it, in any build.
+        h.observe(Observation::Truncation(LogTruncation::default()));
+        assert_eq!(h.take_observations().truncations.len(), 1);
     }
 }

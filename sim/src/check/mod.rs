@@ -8,11 +8,14 @@ pub mod acked_durable;
 pub mod compaction_equivalence;
 pub mod compaction_latest;
 pub mod compaction_tombstone_retention;
+pub mod epoch_cache_matches_log;
+pub mod epoch_cache_truncated;
 pub mod group_commits_monotonic;
 pub mod group_no_gap;
 pub mod group_single_owner;
 pub mod group_stale_commit_rejected;
 pub mod hw_bounded;
+pub mod hw_safety;
 pub mod idempotent_retry;
 pub mod leader_from_isr;
 pub mod liveness;
@@ -70,6 +73,9 @@ pub const ALL: &[(&str, CheckFn)] = &[
     ("replica_epochs_monotonic", replica_epochs_monotonic::check),
     ("leader_from_isr", leader_from_isr::check),
     ("one_leader_per_epoch", one_leader_per_epoch::check),
+    ("hw_safety", hw_safety::check),
+    ("epoch_cache_truncated", epoch_cache_truncated::check),
+    ("epoch_cache_matches_log", epoch_cache_matches_log::check),
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq)]

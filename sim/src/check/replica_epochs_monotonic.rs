@@ -111,6 +111,7 @@ mod tests {
                     .iter()
                     .map(|(n, b)| (*n, Ok((b.len() as i64, b.clone()))))
                     .collect(),
+                ..ReplicaLogs::default()
             },
         );
         h

@@ -73,6 +73,7 @@ mod tests {
             leader: 1,
             isr: entries.iter().map(|(n, _)| *n).collect(),
             logs: entries.iter().cloned().collect::<BTreeMap<_, _>>(),
+            ..ReplicaLogs::default()
         }
     }
 
