@@ -28,6 +28,7 @@ use samsa_cluster::metadata::{BrokerImage, MetadataImage, TopicImage};
 use samsa_cluster::planted::Planted;
 use samsa_cluster::records::{decode_batch, encode_batch, MetadataRecord, TopicId};
 use samsa_net::error::{code, ErrorCode};
+use samsa_net::hooks::Observation;
 use samsa_net::watch;
 use samsa_net::{Clock, Hooks, Net};
 use samsa_raft::{DirectoryId, Entry, NodeId, Role, Voter};
@@ -151,6 +152,8 @@ pub struct ClusterNode {
     /// moves leadership to a new epoch first, and the local image must show that before the node
     /// acts on it (simulator: cluster_replication 225595114327928, 225595114301800).
     registration_index: std::sync::atomic::AtomicU64,
+    /// The simulator's hooks (observations of registrations; nothing outside simulation).
+    hooks: Hooks,
 }
 
 impl ClusterNode {
@@ -190,7 +193,7 @@ impl ClusterNode {
             heartbeat_interval_ms: RAFT_HEARTBEAT_MS,
             batch_entries_max: RAFT_BATCH_ENTRIES_MAX,
             snapshot_every_entries: SNAPSHOT_EVERY_ENTRIES,
-            hooks,
+            hooks: hooks.clone(),
         };
         let image = Arc::new(Mutex::new(MetadataImage::new()));
         let (applied_tx, applied) = watch::channel(0u64);
@@ -251,6 +254,7 @@ impl ClusterNode {
             connector,
             alter_correlation: std::sync::atomic::AtomicI32::new(0),
             registration_index: std::sync::atomic::AtomicU64::new(NOT_REGISTERED),
+            hooks,
         }))
     }
 
@@ -647,6 +651,10 @@ impl ClusterNode {
                 Ok(Some(index)) => {
                     self.registration_index
                         .store(index, std::sync::atomic::Ordering::SeqCst);
+                    self.hooks.observe(|| Observation::Registered {
+                        node: self.node_id,
+                        incarnation: self.incarnation,
+                    });
                     tracing::info!(node = self.node_id, index, "registered with the controller");
                 }
                 Ok(None) => {}

@@ -464,6 +464,17 @@ fn tname(name: &str) -> TopicName {
 }
 
 /// One connection to the leader: epoch check and truncation, then fetches until an error.
+/// Runs a change to the local log in a task of its own, so it finishes even when the follower
+/// session is dropped at an await point (a stop or a new leader drops it): a truncation cut
+/// between its file cut and its in-memory update left the log's end beyond the file, and every
+/// later truncation failed on the missing bytes (sim: cluster_replication 2624). `None` only
+/// if that task panicked.
+async fn to_the_end<T: Send + 'static>(
+    change: impl std::future::Future<Output = T> + Send + 'static,
+) -> Option<T> {
+    tokio::spawn(change).await.ok()
+}
+
 async fn follow_session<D: Disk, C: Clock>(
     broker: &Arc<Broker<D, C>>,
     partition: &Arc<Partition<D>>,
@@ -552,7 +563,16 @@ async fn follow_session<D: Disk, C: Clock>(
             }
         };
         if cut.0 <= leo {
-            if let Err(e) = partition.truncate_to(cut.0).await {
+            let truncated = {
+                let p = partition.clone();
+                to_the_end(async move { p.truncate_to(cut.0).await }).await
+            };
+            let Some(truncated) = truncated else {
+                return SessionEnd::Retry("truncate", code::UNKNOWN_SERVER_ERROR);
+            };
+            if let Err(e) = truncated {
+                tracing::warn!(topic = %partition.topic, partition = partition.index,
+                    to = cut.0, leo, error = %e, "follower truncation failed");
                 return SessionEnd::Retry("truncate", e.error_code());
             }
             if cut.0 < leo {
@@ -611,7 +631,14 @@ async fn follow_session<D: Disk, C: Clock>(
         let records: Bytes = data.records.clone().unwrap_or_default();
         if !records.is_empty() {
             let now = broker.clock.now_ms();
-            match partition.append_replicated(records, now).await {
+            let appended = {
+                let p = partition.clone();
+                to_the_end(async move { p.append_replicated(records, now).await }).await
+            };
+            let Some(appended) = appended else {
+                return SessionEnd::Retry("append", code::UNKNOWN_SERVER_ERROR);
+            };
+            match appended {
                 // Under `fsync` the next Fetch (whose offset tells the leader what we hold, and
                 // so moves its high watermark and answers acks=all) waits for our own sync:
                 // otherwise a power loss of the whole ISR lost acknowledged records that only
@@ -636,7 +663,9 @@ async fn follow_session<D: Disk, C: Clock>(
         if data.log_start_offset > partition.log_start_offset().await {
             let to = data.log_start_offset.min(hw);
             if to > partition.log_start_offset().await {
-                if let Err(c) = partition.delete_records(to).await {
+                let p = partition.clone();
+                let deleted = to_the_end(async move { p.delete_records(to).await }).await;
+                if let Err(c) = deleted.unwrap_or(Err(code::UNKNOWN_SERVER_ERROR)) {
                     return SessionEnd::Retry("log start", c);
                 }
             }

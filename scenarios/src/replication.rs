@@ -365,6 +365,7 @@ pub(crate) async fn supervise(run: Run) -> (History, u64, Coverage) {
                 (true, None) => {
                     run.trace.event(format!("nemesis: wipe n{}", i + 1));
                     counts.add("nemesis.wipe", 1);
+                    let registered = run.hooks.registrations(i as i32 + 1);
                     h.kill(node_ids[i]);
                     fs.shared.wipe(samsa_sim::disk::node_number(node_ids[i]));
                     madsim::time::sleep(Duration::from_millis(seed.range_u64(10, 1_000))).await;
@@ -373,12 +374,16 @@ pub(crate) async fn supervise(run: Run) -> (History, u64, Coverage) {
                     // Until the new disk registered, the ISRs still name the old one; a
                     // correlated power loss of the others in that window leaves it the last
                     // member, and its new registration then takes a partition offline for good
-                    // (no KIP-966 ELR; seed 911). The next fault waits for full ISRs.
+                    // (no KIP-966 ELR; seeds 911, 5076). The next fault waits until the new
+                    // incarnation registered (the broker reports it through its hooks) and
+                    // every ISR is full again.
                     let started = now_ms();
                     let mut rejoined = false;
                     while now_ms() < started + WIPE_REJOIN_MS_MAX {
                         madsim::time::sleep(Duration::from_millis(WIPE_POLL_MS)).await;
-                        if full(&cluster_view(&nemesis, &nemesis_wl).await) {
+                        if run.hooks.registrations(i as i32 + 1) > registered
+                            && full(&cluster_view(&nemesis, &nemesis_wl).await)
+                        {
                             rejoined = true;
                             break;
                         }

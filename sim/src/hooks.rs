@@ -73,6 +73,8 @@ struct HookState {
     hw_advances_seen: u64,
     truncations_seen: u64,
     dropped_seen: u64,
+    /// Acknowledged broker registrations per node id (the nemesis waits on them).
+    registrations: BTreeMap<i32, u64>,
 }
 
 /// One per run, shared by every node of the run (clone the `Arc`).
@@ -100,6 +102,7 @@ impl SimHooks {
                 hw_advances_seen: 0,
                 truncations_seen: 0,
                 dropped_seen: 0,
+                registrations: BTreeMap::new(),
             }),
         })
     }
@@ -118,6 +121,15 @@ impl SimHooks {
     /// Switches buggify off (liveness phase: heal everything).
     pub fn set_enabled(&self, enabled: bool) {
         lock(&self.state).enabled = enabled;
+    }
+
+    /// How many broker registrations of `node` the controller acknowledged so far.
+    pub fn registrations(&self, node: i32) -> u64 {
+        lock(&self.state)
+            .registrations
+            .get(&node)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Hands over every observation recorded so far (the scenario puts them in the history).
@@ -194,6 +206,10 @@ impl HookSink for SimHooks {
         match &observation {
             Observation::HighWatermark(_) => s.hw_advances_seen += 1,
             Observation::Truncation(_) => s.truncations_seen += 1,
+            Observation::Registered { node, .. } => {
+                *s.registrations.entry(*node).or_insert(0) += 1;
+                return;
+            }
         }
         let kept = s.observed.hw_advances.len() + s.observed.truncations.len();
         if kept >= OBSERVATIONS_MAX {
@@ -204,6 +220,7 @@ impl HookSink for SimHooks {
         match observation {
             Observation::HighWatermark(a) => s.observed.hw_advances.push(a),
             Observation::Truncation(t) => s.observed.truncations.push(t),
+            Observation::Registered { .. } => {}
         }
     }
 }
