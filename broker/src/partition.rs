@@ -424,6 +424,28 @@ impl<D: Disk> Partition<D> {
         Ok(end)
     }
 
+    /// A follower whose log ends below the leader's log start: the whole log is replaced by an
+    /// empty one that starts at `offset` (see `PartitionLog::truncate_fully_and_start_at`).
+    pub async fn truncate_fully_and_start_at(
+        self: &Arc<Self>,
+        offset: i64,
+    ) -> Result<(), LogError> {
+        let mut effects = Vec::new();
+        {
+            let mut log = self.log.lock().await;
+            log.truncate_fully_and_start_at(offset).await?;
+            self.lock_commit()
+                .core
+                .step(Event::Truncated { end_offset: offset }, &mut effects);
+        }
+        self.run_effects(effects);
+        let hw = self.replication_hw();
+        if hw != NOT_REPLICATED && hw != offset {
+            self.set_replication_hw(offset);
+        }
+        Ok(())
+    }
+
     /// Whole stored batches from `offset` up to the log end (not the high watermark): what a
     /// leader serves its followers.
     pub async fn read_replica(&self, offset: i64, max_bytes: usize) -> Result<Bytes, i16> {

@@ -623,6 +623,24 @@ async fn follow_session<D: Disk, C: Clock>(
         }) else {
             return SessionEnd::Retry("fetch answer", code::CORRUPT_MESSAGE);
         };
+        if data.error_code == code::OFFSET_OUT_OF_RANGE && leo < data.log_start_offset {
+            // Everything we could fetch next is gone on the leader (DeleteRecords, retention,
+            // or we were down or wiped that long): start over at its log start (Kafka's
+            // truncateFullyAndStartAt); what we hold lies wholly below it.
+            let start = data.log_start_offset;
+            let p = partition.clone();
+            let reset = to_the_end(async move { p.truncate_fully_and_start_at(start).await });
+            match reset.await {
+                Some(Ok(())) => {
+                    tracing::info!(topic = %partition.topic, partition = partition.index,
+                        from = leo, to = start, "follower behind the leader's log start: \
+                        log replaced by an empty one starting there");
+                    continue;
+                }
+                Some(Err(e)) => return SessionEnd::Retry("start over", e.error_code()),
+                None => return SessionEnd::Retry("start over", code::UNKNOWN_SERVER_ERROR),
+            }
+        }
         if data.error_code != code::NONE {
             // FENCED_LEADER_EPOCH, NOT_LEADER_OR_FOLLOWER, UNKNOWN_LEADER_EPOCH,
             // OFFSET_OUT_OF_RANGE and the rest: start over with the epoch check.
@@ -631,13 +649,33 @@ async fn follow_session<D: Disk, C: Clock>(
         let records: Bytes = data.records.clone().unwrap_or_default();
         if !records.is_empty() {
             let now = broker.clock.now_ms();
-            let appended = {
+            let append = |records: Bytes| {
                 let p = partition.clone();
-                to_the_end(async move { p.append_replicated(records, now).await }).await
+                to_the_end(async move { p.append_replicated(records, now).await })
             };
-            let Some(appended) = appended else {
+            let Some(mut appended) = append(records.clone()).await else {
                 return SessionEnd::Retry("append", code::UNKNOWN_SERVER_ERROR);
             };
+            if let Err(LogError::OffsetMismatch { expected, got }) = appended {
+                // We just started over at the leader's log start, which lies inside this
+                // batch: start at the batch's base instead and append it (Kafka does the same
+                // on UnexpectedAppendOffsetException). Our log start then follows the leader's
+                // again below, once our high watermark passes it.
+                let empty = partition.log_start_offset().await == expected;
+                if empty && got < expected {
+                    let p = partition.clone();
+                    let reset = to_the_end(async move { p.truncate_fully_and_start_at(got).await });
+                    match reset.await {
+                        Some(Ok(())) => {}
+                        Some(Err(e)) => return SessionEnd::Retry("start over", e.error_code()),
+                        None => return SessionEnd::Retry("start over", code::UNKNOWN_SERVER_ERROR),
+                    }
+                    let Some(again) = append(records).await else {
+                        return SessionEnd::Retry("append", code::UNKNOWN_SERVER_ERROR);
+                    };
+                    appended = again;
+                }
+            }
             match appended {
                 // Under `fsync` the next Fetch (whose offset tells the leader what we hold, and
                 // so moves its high watermark and answers acks=all) waits for our own sync:

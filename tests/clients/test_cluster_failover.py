@@ -510,3 +510,49 @@ def test_deleted_records_stay_deleted_after_failover(cluster):
     assert [o for o, _, _ in got] == list(range(DELETED_BEFORE, DELETE_RECORDS + 1))
     note(f"delete records: low watermark {low} on new leader {view[0]} after failover")
     nodes[leader].start()
+
+
+def test_follower_behind_the_leaders_log_start_starts_over_there(cluster):
+    """A follower that was down while the leader deleted everything it held (DeleteRecords
+    beyond its log end) cannot fetch from its own log end any more: it replaces its log by an
+    empty one starting at the leader's log start (Kafka's truncateFullyAndStartAt) and rejoins
+    the ISR, instead of retrying OFFSET_OUT_OF_RANGE forever."""
+    nodes = cluster
+    everyone = bootstrap_of(nodes)
+    leader = create_replicated_topic(nodes)[0]
+    follower = next(i for i in nodes if i != leader)
+    others = [i for i in nodes if i != follower]
+    producer = Producer({"bootstrap.servers": everyone, "acks": "all"})
+
+    def produce(start: int, end: int) -> None:
+        for i in range(start, end):
+            producer.produce(TOPIC, key=f"k{i}".encode(), value=value_of(i), partition=0)
+        assert producer.flush(PRODUCE_S) == 0
+
+    produce(0, 50)
+    nodes[follower].kill()
+    wait_for(f"node {follower} out of the ISR", CLUSTER_UP_S, lambda: (
+        (v := partition_view(bootstrap_of(nodes, others))) is not None
+        and follower not in v[2] and v))
+    produce(50, 150)
+    admin = AdminClient({"bootstrap.servers": bootstrap_of(nodes, others)})
+    done = admin.delete_records([TopicPartition(TOPIC, 0, 120)])
+    assert list(done.values())[0].result(RPC_S).low_watermark == 120
+    nodes[follower].start()
+    started = time.monotonic()
+    wait_for(f"node {follower} back in the ISR", REJOIN_S, lambda: (
+        (v := partition_view(everyone)) is not None and follower in v[2] and v))
+    rejoin_s = time.monotonic() - started
+    log = nodes[follower].log_text()
+    assert "behind the leader's log start" in log, "the follower never started over"
+    produce(150, 160)
+    # Its old log (0..50) is gone: it starts at the base of the leader's batch that holds
+    # offset 120 (records 50..149 may be one batch), as Kafka's follower does.
+    dirs = sorted(nodes[follower].data_dir.glob(f"{TOPIC}-0.*"))
+    assert len(dirs) == 1, dirs
+    bases = sorted(int(f.stem) for f in dirs[0].glob("*.log"))
+    assert bases and 50 <= bases[0] <= 120, f"follower segments {bases}"
+    got = consume_partition_from(everyone, 120)
+    assert [o for o, _, _ in got] == list(range(120, 160))
+    note(f"follower behind the log start: rejoined the ISR {rejoin_s:.1f}s after its restart "
+         f"(its log 0..50, the leader's 120..150); it starts at {bases[0]}")

@@ -1312,6 +1312,68 @@ impl<D: Disk> PartitionLog<D> {
         Ok(())
     }
 
+    /// Replaces the whole log with an empty one that starts (and ends) at `offset`, durably:
+    /// a follower whose log ends below the leader's log start (DeleteRecords or retention
+    /// removed everything it could fetch next) starts over there, as Kafka's
+    /// `truncateFullyAndStartAt` does. The epoch cache and producer state are cleared.
+    /// Crash order: the log-start checkpoint first, then the old segments go (recovery of a
+    /// directory without segments creates the first one at the checkpointed start), then the
+    /// new empty segment, so every prefix of the sequence recovers to a log that is either the
+    /// old one cut at its end or the new empty one.
+    pub async fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), LogError> {
+        self.check_live()?;
+        if offset < 0 {
+            return Err(self.out_of_range(offset));
+        }
+        self.generation += 1;
+        checkpoint::write(
+            &self.disk,
+            &self.dir,
+            checkpoint::LOG_START_CHECKPOINT,
+            offset,
+        )
+        .await?;
+        // Epochs first: no entry may outlive the batches it describes.
+        self.epochs = LeaderEpochCache::new();
+        self.epochs_dirty = true;
+        self.persist_epochs_if_dirty().await?;
+        let doomed: Vec<i64> = self.segments.keys().copied().collect();
+        for base in &doomed {
+            self.remove_segment_files(*base).await?;
+        }
+        let stale: Vec<i64> = self.snapshots.iter().copied().collect();
+        for base in stale {
+            let name = self.path(&segment::file_name(base, segment::SNAPSHOT_EXT));
+            remove_if_present(&self.disk, &name).await?;
+        }
+        self.snapshots.clear();
+        self.pending_sync.clear();
+        self.disk.sync_dir(&self.dir).await?;
+        let log_name = self.path(&segment::file_name(offset, segment::LOG_EXT));
+        let file = self.disk.open(&log_name, OpenMode::CreateOrOpen).await?;
+        self.disk.set_len(&file, 0).await?;
+        self.disk.sync(&file).await?;
+        self.disk.sync_dir(&self.dir).await?;
+        checkpoint::write(
+            &self.disk,
+            &self.dir,
+            checkpoint::RECOVERY_POINT_CHECKPOINT,
+            offset,
+        )
+        .await?;
+        self.segments.clear();
+        self.segments.insert(offset, Segment::new(offset, file));
+        self.log_start_offset = offset;
+        self.log_end_offset = offset;
+        self.durable_end_offset = offset;
+        self.producers.clear();
+        self.dir_sync_up_to = None;
+        self.checkpoint_up_to = None;
+        tracing::info!(dir = %self.dir, offset, "log replaced by an empty one starting at the offset");
+        self.assert_invariants();
+        Ok(())
+    }
+
     /// Removes every batch at or after `offset` (rounded down to a batch boundary), durably.
     /// For replication: a follower truncating to its divergence point.
     pub async fn truncate_to(&mut self, offset: i64) -> Result<i64, LogError> {

@@ -2006,3 +2006,59 @@ mod epochs {
         }
     }
 }
+
+#[tokio::test]
+async fn truncate_fully_and_start_at_replaces_the_log_and_survives_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(&tmp, small_segments()).await;
+    for i in 0..30 {
+        log.append(batch(2, i, "old"), 3, 0).await.unwrap();
+    }
+    log.append(idem(7, 0, 0, 1), 3, 0).await.unwrap();
+    log.flush().await.unwrap();
+    assert!(log.segment_count() > 1);
+    log.truncate_fully_and_start_at(500).await.unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (500, 500));
+    assert_eq!(log.durable_end_offset(), 500);
+    assert_eq!(log.segment_bases(), vec![500]);
+    assert!(log.epoch_entries().is_empty(), "{:?}", log.epoch_entries());
+    assert!(matches!(
+        log.read(499, 10, None).await,
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    let info = log.append(batch(1, 0, "new"), 4, 0).await.unwrap();
+    assert_eq!(info.base_offset, 500);
+    log.flush().await.unwrap();
+    drop(log);
+    let (log, _) = open(&tmp, small_segments()).await;
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (500, 501));
+    assert_eq!(log.segment_bases(), vec![500]);
+    let files = fs_list(&tmp).await;
+    assert!(!files.contains(&seg(0, segment::LOG_EXT)), "{files:?}");
+    let read = log.read(500, 1 << 20, None).await.unwrap();
+    assert_eq!(values(&read.bytes), vec![(500, "new-0".to_string())]);
+}
+
+#[tokio::test]
+async fn a_crash_after_the_old_segments_went_recovers_the_new_start() {
+    // The first two durable steps of `truncate_fully_and_start_at` by hand: the checkpoint,
+    // then every segment file removed; recovery creates the first segment at the start.
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(&tmp, small_segments()).await;
+    for i in 0..10 {
+        log.append(batch(2, i, "old"), 0, 0).await.unwrap();
+    }
+    log.flush().await.unwrap();
+    drop(log);
+    let d = disk(&tmp);
+    checkpoint::write(&d, DIR, checkpoint::LOG_START_CHECKPOINT, 77)
+        .await
+        .unwrap();
+    for name in fs_list(&tmp).await {
+        if name.ends_with(".log") || name.ends_with(".index") || name.ends_with(".timeindex") {
+            d.remove(&format!("{DIR}/{name}")).await.unwrap();
+        }
+    }
+    let (log, _) = open(&tmp, small_segments()).await;
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (77, 77));
+}
