@@ -395,6 +395,7 @@ impl<D: Disk> Partition<D> {
         let end = {
             let mut log = self.log.lock().await;
             let before = log.log_end_offset();
+            let known_hw = self.replication_hw();
             let end = log.truncate_to(offset).await?;
             // The simulator's `epoch_cache_truncated` check: the cache right after the cut.
             self.hooks.observe(|| {
@@ -404,6 +405,7 @@ impl<D: Disk> Partition<D> {
                     requested: offset,
                     log_end_before: before,
                     log_end_after: end,
+                    high_watermark: if known_hw == NOT_REPLICATED { -1 } else { known_hw },
                     epochs: log
                         .epoch_entries()
                         .iter()

@@ -8,6 +8,7 @@ use samsa_net::hooks::Hooks;
 pub const ISR_ACK_BEFORE_REPLICATED: &str = "isr_ack_before_replicated";
 pub const ISR_HW_BELOW_MIN_ISR: &str = "hw_advance_below_min_isr";
 pub const FOLLOWER_TRUNCATE_TO_HW: &str = "truncate_to_own_hw";
+pub const FOLLOWER_TRUNCATE_OFF_BY_ONE: &str = "truncate_off_by_one";
 pub const OFLE_NEWER_EPOCH: &str = "ofle_newer_epoch";
 pub const EPOCH_CACHE_NOT_TRUNCATED: &str = "epoch_cache_not_truncated";
 pub const UNCLEAN_ELECTION_WHEN_DISABLED: &str = "unclean_election_when_disabled";
@@ -17,6 +18,7 @@ pub const ALL: &[&str] = &[
     ISR_ACK_BEFORE_REPLICATED,
     ISR_HW_BELOW_MIN_ISR,
     FOLLOWER_TRUNCATE_TO_HW,
+    FOLLOWER_TRUNCATE_OFF_BY_ONE,
     OFLE_NEWER_EPOCH,
     EPOCH_CACHE_NOT_TRUNCATED,
     UNCLEAN_ELECTION_WHEN_DISABLED,
@@ -26,7 +28,7 @@ pub const ALL: &[&str] = &[
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Planted {
     #[cfg(any(test, madsim))]
-    on: [bool; 6],
+    on: [bool; 7],
 }
 
 impl Planted {
@@ -89,6 +91,11 @@ impl Planted {
     /// A new follower truncates to its own high watermark (pre-KIP-101).
     pub fn follower_truncate_to_hw(&self) -> bool {
         self.is_on(FOLLOWER_TRUNCATE_TO_HW)
+    }
+    /// A follower truncates one offset below the divergence point (so a whole batch more,
+    /// once the log rounds the cut down to a batch boundary).
+    pub fn follower_truncate_off_by_one(&self) -> bool {
+        self.is_on(FOLLOWER_TRUNCATE_OFF_BY_ONE)
     }
     /// The leader answers OffsetForLeaderEpoch with the requested epoch even when its own
     /// largest epoch at or below it is older (pre-KIP-279).

@@ -624,9 +624,13 @@ pub fn follower_truncation(
             next_requested_epoch: own_epoch,
         };
     }
-    TruncationStep::Done {
-        truncate_to: own_end.min(leader_end).min(log_end_offset),
+    let truncate_to = own_end.min(leader_end).min(log_end_offset);
+    if planted.follower_truncate_off_by_one() && truncate_to < log_end_offset {
+        return TruncationStep::Done {
+            truncate_to: (truncate_to - 1).max(0),
+        };
     }
+    TruncationStep::Done { truncate_to }
 }
 
 #[cfg(test)]

@@ -68,6 +68,9 @@ pub struct LogTruncation {
     pub requested: i64,
     pub log_end_before: i64,
     pub log_end_after: i64,
+    /// The replica's own high watermark (what it knew was committed) when it cut; -1 when it
+    /// knew none yet (a restarted process before its first fetch).
+    pub high_watermark: i64,
     /// `(epoch, start offset)` of every leader-epoch cache entry after the cut.
     pub epochs: Vec<(i32, i64)>,
 }

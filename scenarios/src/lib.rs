@@ -423,6 +423,7 @@ pub fn mutant_targets(mutant: &str) -> &'static [&'static str] {
         "ack_before_isr"
         | "unclean_election_when_disabled"
         | "truncate_to_own_hw"
+        | "truncate_off_by_one"
         | "ofle_newer_epoch"
         | "hw_advance_below_min_isr"
         | "epoch_cache_not_truncated" => &["cluster_replication"],

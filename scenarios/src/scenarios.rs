@@ -150,6 +150,7 @@ const REPLICATION_CHECKS: &[&str] = &[
     "hw_safety",
     "epoch_cache_truncated",
     "epoch_cache_matches_log",
+    "no_truncation_below_hw",
 ];
 
 /// Atlas: 3-5 nodes; in half the runs every node is a voter and a broker, else 1 or 3 of them

@@ -48,6 +48,7 @@ pub const MUTANTS: &[&str] = &[
     "ack_before_isr",
     "unclean_election_when_disabled",
     "truncate_to_own_hw",
+    "truncate_off_by_one",
     "ofle_newer_epoch",
     "hw_advance_below_min_isr",
     "epoch_cache_not_truncated",

@@ -56,6 +56,7 @@ mod tests {
             requested,
             log_end_before: before,
             log_end_after: after,
+            high_watermark: -1,
             epochs: epochs.to_vec(),
         }
     }

@@ -10,6 +10,7 @@ pub mod compaction_latest;
 pub mod compaction_tombstone_retention;
 pub mod epoch_cache_matches_log;
 pub mod epoch_cache_truncated;
+pub mod no_truncation_below_hw;
 pub mod group_commits_monotonic;
 pub mod group_no_gap;
 pub mod group_single_owner;
@@ -75,6 +76,7 @@ pub const ALL: &[(&str, CheckFn)] = &[
     ("one_leader_per_epoch", one_leader_per_epoch::check),
     ("hw_safety", hw_safety::check),
     ("epoch_cache_truncated", epoch_cache_truncated::check),
+    ("no_truncation_below_hw", no_truncation_below_hw::check),
     ("epoch_cache_matches_log", epoch_cache_matches_log::check),
 ];
 
