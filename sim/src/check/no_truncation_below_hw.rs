@@ -21,7 +21,11 @@ pub fn check(h: &History) -> Result<(), String> {
             return Err(format!(
                 "truncation #{i} of {} (partition {}): asked for {}, cut the log from {} to {}, \
                  below the high watermark {} it knew",
-                t.dir, t.partition, t.requested, t.log_end_before, t.log_end_after,
+                t.dir,
+                t.partition,
+                t.requested,
+                t.log_end_before,
+                t.log_end_after,
                 t.high_watermark
             ));
         }
@@ -57,7 +61,10 @@ mod tests {
             cut(20, 12, 40),
         ];
         let e = check(&h).expect_err("cut to 12 below high watermark 20 (capped by log end)");
-        assert!(e.contains("#3") && e.contains("below the high watermark 40"), "{e}");
+        assert!(
+            e.contains("#3") && e.contains("below the high watermark 40"),
+            "{e}"
+        );
         h.observed.truncations.pop();
         assert_eq!(check(&h), Ok(()));
     }
