@@ -405,7 +405,11 @@ impl<D: Disk> Partition<D> {
                     requested: offset,
                     log_end_before: before,
                     log_end_after: end,
-                    high_watermark: if known_hw == NOT_REPLICATED { -1 } else { known_hw },
+                    high_watermark: if known_hw == NOT_REPLICATED {
+                        -1
+                    } else {
+                        known_hw
+                    },
                     epochs: log
                         .epoch_entries()
                         .iter()
