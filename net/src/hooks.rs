@@ -31,7 +31,10 @@ pub enum Observation {
     Truncation(LogTruncation),
     /// Cluster mode: the controller acknowledged this process's broker registration (`node`,
     /// with the incarnation it registered).
-    Registered { node: i32, incarnation: u128 },
+    Registered {
+        node: i32,
+        incarnation: u128,
+    },
 }
 
 /// A partition leader's high watermark moved from `from` to `to`, with the facts it computed
