@@ -1369,7 +1369,7 @@ impl<D: Disk> PartitionLog<D> {
         self.producers.clear();
         self.dir_sync_up_to = None;
         self.checkpoint_up_to = None;
-        tracing::info!(dir = %self.dir, offset, "log replaced by an empty one starting at the offset");
+        tracing::info!(dir = %self.dir, offset, "log replaced by an empty one starting there");
         self.assert_invariants();
         Ok(())
     }
