@@ -54,37 +54,29 @@ case "$cmd" in
       done
       echo "$voters" >"$base/voters"
     fi
-    for i in $(seq 1 "$n"); do
+    # Nodes 1..n are voters (and brokers); n+1..n+m are broker-only: in nobody's
+    # configuration, each introduces itself to the voters and follows the metadata log as a
+    # Raft observer.
+    for i in $(seq 1 $((n + m))); do
       pid="$base/node$i.pid"
       if running "$pid"; then
         echo "node $i already running (pid $(cat "$pid"))"
         continue
       fi
+      roles=()
+      what=""
+      if (( i > n )); then
+        roles=(--process-roles broker)
+        what=" (broker only)"
+      fi
       mkdir -p "$base/node$i"
       "$bin" broker --node-id "$i" --listen "127.0.0.1:$(client_port "$i")" \
-        --data-dir "$base/node$i" --voters "$voters" \
+        --data-dir "$base/node$i" --voters "$voters" "${roles[@]}" \
         --controller-listen "127.0.0.1:$(quorum_port "$i")" \
         >>"$base/node$i.log" 2>&1 &
       echo $! >"$pid"
-      echo "node $i: clients 127.0.0.1:$(client_port "$i")," \
+      echo "node $i$what: clients 127.0.0.1:$(client_port "$i")," \
         "quorum 127.0.0.1:$(quorum_port "$i"), pid $!"
-    done
-    # Broker-only nodes: in nobody's configuration; each introduces itself to the voters and
-    # follows the metadata log as a Raft observer.
-    for i in $(seq $((n + 1)) $((n + m))); do
-      pid="$base/node$i.pid"
-      if running "$pid"; then
-        echo "node $i already running (pid $(cat "$pid"))"
-        continue
-      fi
-      mkdir -p "$base/node$i"
-      "$bin" broker --node-id "$i" --listen "127.0.0.1:$(client_port "$i")" \
-        --data-dir "$base/node$i" --voters "$voters" --process-roles broker \
-        --controller-listen "127.0.0.1:$(quorum_port "$i")" \
-        >>"$base/node$i.log" 2>&1 &
-      echo $! >"$pid"
-      echo "node $i (broker only): clients 127.0.0.1:$(client_port "$i")," \
-        "metadata 127.0.0.1:$(quorum_port "$i"), pid $!"
     done
     echo "voters: $voters"
     bootstrap=""
