@@ -8,6 +8,7 @@ or did not shut down cleanly. It never leaves a process running and never talks 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -169,6 +170,28 @@ def broker_factory(tmp_path):
     yield make
     for b in made:
         b.kill()
+
+
+@contextlib.contextmanager
+def running_cluster(request, nodes: dict[int, Broker]):
+    """Starts every node of a cluster; on the way out stops them all (SIGTERM), prints their
+    log tails if the test failed, and fails on a panic or an unclean exit. Always reaps."""
+    try:
+        for b in nodes.values():
+            b.start()
+        yield nodes
+        rep = getattr(request.node, "rep_call", None)
+        failed = rep is not None and rep.failed
+        codes = {node_id: b.stop() for node_id, b in nodes.items()}
+        if failed:
+            for node_id, b in nodes.items():
+                print(f"---- node {node_id} log tail ({b.log_path}) ----\n{b.tail()}")
+        for node_id, b in nodes.items():
+            assert "panicked" not in b.log_text(), f"node {node_id} panicked:\n{b.tail()}"
+        assert all(c == 0 for c in codes.values()), f"exit codes after SIGTERM: {codes}"
+    finally:
+        for b in nodes.values():
+            b.kill()
 
 
 def free_ports(count: int) -> list[int]:

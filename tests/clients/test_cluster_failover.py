@@ -26,7 +26,7 @@ from confluent_kafka import (OFFSET_BEGINNING, Consumer, ConsumerGroupTopicParti
                              KafkaException, Producer, TopicPartition)
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import ANSI, SAMSA_BIN, Broker, free_ports, note
+from conftest import ANSI, SAMSA_BIN, Broker, free_ports, note, running_cluster
 
 NODES = 3
 TOPIC = "failover"
@@ -82,22 +82,8 @@ def cluster(request, tmp_path):
             listen=f"127.0.0.1:{client_ports[i]}",
             extra_args=["--node-id", str(node_id), "--voters", voters,
                         "--controller-listen", f"127.0.0.1:{quorum_ports[i]}"])
-    try:
-        for b in nodes.values():
-            b.start()
+    with running_cluster(request, nodes):
         yield nodes
-        rep = getattr(request.node, "rep_call", None)
-        failed = rep is not None and rep.failed
-        codes = {node_id: b.stop() for node_id, b in nodes.items()}
-        if failed:
-            for node_id, b in nodes.items():
-                print(f"---- node {node_id} log tail ({b.log_path}) ----\n{b.tail()}")
-        for node_id, b in nodes.items():
-            assert "panicked" not in b.log_text(), f"node {node_id} panicked:\n{b.tail()}"
-        assert all(c == 0 for c in codes.values()), f"exit codes after SIGTERM: {codes}"
-    finally:
-        for b in nodes.values():
-            b.kill()
 
 
 def bootstrap_of(nodes: dict[int, Broker], ids=None) -> str:

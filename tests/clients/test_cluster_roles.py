@@ -18,7 +18,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import Broker, free_ports, note
+from conftest import Broker, free_ports, note, running_cluster
 
 BROKERS = [2, 3, 4]
 CONTROLLER = 1
@@ -50,22 +50,8 @@ def cluster(request, tmp_path):
             extra_args=["--node-id", str(node_id), "--voters", voters,
                         "--process-roles", role,
                         "--controller-listen", f"127.0.0.1:{quorum[node_id - 1]}"])
-    try:
-        for b in nodes.values():
-            b.start()
+    with running_cluster(request, nodes):
         yield nodes
-        rep = getattr(request.node, "rep_call", None)
-        failed = rep is not None and rep.failed
-        codes = {node_id: b.stop() for node_id, b in nodes.items()}
-        if failed:
-            for node_id, b in nodes.items():
-                print(f"---- node {node_id} log tail ({b.log_path}) ----\n{b.tail()}")
-        for node_id, b in nodes.items():
-            assert "panicked" not in b.log_text(), f"node {node_id} panicked:\n{b.tail()}"
-        assert all(c == 0 for c in codes.values()), f"exit codes after SIGTERM: {codes}"
-    finally:
-        for b in nodes.values():
-            b.kill()
 
 
 def wait_for(what: str, timeout_s: float, probe):
@@ -114,7 +100,7 @@ def test_controller_only_voter_and_broker_only_observers(cluster):
     nodes = cluster
     via_brokers = ",".join(nodes[i].bootstrap for i in BROKERS)
     started = time.monotonic()
-    md = wait_for("4 nodes listed and node 1 the controller", UP_S, lambda: (
+    wait_for("4 nodes listed and node 1 the controller", UP_S, lambda: (
         (m := metadata(nodes[4].bootstrap)) is not None and len(m.brokers) == 4
         and m.controller_id == CONTROLLER and m))
     # CreateTopics goes to the controller-only node's listener (the Metadata controller).
