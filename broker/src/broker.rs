@@ -54,6 +54,9 @@ pub struct Broker<D: Disk, C: Clock> {
     /// Cluster mode: the follower fetch task of each partition this node follows, with whom
     /// it follows and the signal that stops it.
     followers: Mutex<BTreeMap<PartitionKey, (FollowTarget, watch::Sender<bool>)>>,
+    /// Cluster mode: the `min.insync.replicas` each leader core applies (a committed change is
+    /// stepped into the core, see `reconcile_cluster`).
+    leader_min_isr: Mutex<BTreeMap<PartitionKey, usize>>,
 }
 
 impl<D: Disk, C: Clock> Broker<D, C> {
@@ -94,6 +97,7 @@ impl<D: Disk, C: Clock> Broker<D, C> {
             replicas: Mutex::new(BTreeMap::new()),
             reconciling: tokio::sync::Mutex::new(()),
             followers: Mutex::new(BTreeMap::new()),
+            leader_min_isr: Mutex::new(BTreeMap::new()),
             cfg,
         });
         for topic in &topics {
@@ -287,6 +291,8 @@ impl<D: Disk, C: Clock> Broker<D, C> {
     /// node is opened (recovering its log; directory from name, index and topic id), and the
     /// partitions of topics the image no longer holds (or holds under another id) are closed
     /// and their files removed. A partition that fails to open is retried on the next call.
+    /// Topic config changes reach the open replicas (retention, cleanup, segments, ...) and,
+    /// for `min.insync.replicas`, the leader cores.
     pub async fn reconcile_cluster(self: &Arc<Self>) {
         let Some(cluster) = self.cluster.get() else {
             return;
@@ -315,6 +321,7 @@ impl<D: Disk, C: Clock> Broker<D, C> {
             .collect();
         for key in stale {
             self.stop_follower(&key);
+            self.lock_leader_min_isr().remove(&key);
             self.lock_replicas().remove(&key);
             let removed = self.lock_partitions().remove(&key);
             if let Some(p) = removed {
@@ -328,6 +335,14 @@ impl<D: Disk, C: Clock> Broker<D, C> {
         let mut fresh: BTreeMap<PartitionKey, (Uuid, Arc<Partition<D>>)> = BTreeMap::new();
         for (key, (id, meta)) in wanted {
             if self.lock_replicas().contains_key(&key) {
+                // Open already: a committed config change reaches it here.
+                let open = self.lock_partitions().get(&key).cloned();
+                let config = self.topic_config(&meta);
+                if let Some(p) = open.filter(|p| p.config() != config) {
+                    tracing::info!(node = self.node_id, topic = %key.0, partition = key.1,
+                        "topic configs changed");
+                    p.set_config(config).await;
+                }
                 continue;
             }
             let opened = Partition::open(
@@ -369,6 +384,7 @@ impl<D: Disk, C: Clock> Broker<D, C> {
                     continue;
                 };
                 if p.leader != self.node_id || !registered {
+                    self.lock_leader_min_isr().remove(&key);
                     partition.resign_leader();
                     if p.leader < 0 || p.leader == self.node_id {
                         self.stop_follower(&key);
@@ -386,6 +402,26 @@ impl<D: Disk, C: Clock> Broker<D, C> {
                     tracing::error!(topic = %key.0, partition = key.1, code = c,
                         "cannot record the leader epoch");
                     continue;
+                }
+                let min_isr = t.min_insync_replicas();
+                // A committed `min.insync.replicas` change (AlterConfigs) reaches the leader
+                // core of the same epoch as one event: its waiters and a pending ISR addition
+                // stay (a new core would drop the addition and let the high watermark pass the
+                // joining replica).
+                let min_isr_changed = self
+                    .lock_leader_min_isr()
+                    .get(&key)
+                    .is_some_and(|installed| *installed != min_isr);
+                if min_isr_changed && partition.leader_slot_epoch() == Some(p.leader_epoch) {
+                    let alter = partition.leader_step(
+                        samsa_cluster::replica::LeaderEvent::MinInsyncReplicasChanged {
+                            min_insync_replicas: min_isr,
+                        },
+                    );
+                    self.lock_leader_min_isr().insert(key.clone(), min_isr);
+                    tracing::info!(node = self.node_id, topic = %key.0, partition = key.1,
+                        epoch = p.leader_epoch, min_isr, "min.insync.replicas changed");
+                    crate::replication::send_alter_partitions(self, &partition, alter);
                 }
                 let alter = match partition.leader_slot_epoch() {
                     // Only a new partition epoch is news to the core: an image change elsewhere
@@ -419,13 +455,14 @@ impl<D: Disk, C: Clock> Broker<D, C> {
                         };
                         let core = crate::replication::new_leader_core(
                             self.node_id,
-                            t.min_insync_replicas(),
+                            min_isr,
                             start,
                             now_ms,
                             &self.hooks,
                         );
+                        self.lock_leader_min_isr().insert(key.clone(), min_isr);
                         tracing::info!(node = self.node_id, topic = %key.0, partition = key.1,
-                            epoch = p.leader_epoch, isr = ?p.isr, leo, hw, "leading");
+                            epoch = p.leader_epoch, isr = ?p.isr, leo, hw, min_isr, "leading");
                         partition.install_leader(LeaderSlot::new(t.topic_id, core, leo))
                     }
                 };
@@ -485,6 +522,12 @@ impl<D: Disk, C: Clock> Broker<D, C> {
             let alter = p.leader_step(samsa_cluster::replica::LeaderEvent::Tick { now_ms });
             crate::replication::send_alter_partitions(self, &p, alter);
         }
+    }
+
+    fn lock_leader_min_isr(&self) -> std::sync::MutexGuard<'_, BTreeMap<PartitionKey, usize>> {
+        self.leader_min_isr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock_replicas(&self) -> std::sync::MutexGuard<'_, BTreeMap<PartitionKey, Uuid>> {

@@ -10,6 +10,7 @@
 //! randomness, never panics on bytes from peers (bad frames and records are logged and
 //! dropped), never touches files except through the quorum's `Disk`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -53,6 +54,12 @@ pub const RPC_RESPONSE_BYTES_MAX: usize = 64 * 1024;
 pub const RPC_TIMEOUT_MS: u64 = 2_000;
 /// A topic created with replication factor -1 gets min(this, live brokers) replicas.
 pub const DEFAULT_REPLICATION_FACTOR_MAX: usize = 3;
+/// Client id of the admin requests a node forwards to the active controller.
+pub const FORWARDED_CLIENT_ID: &str = "samsa-forwarded";
+/// Largest answer to a forwarded admin request read.
+pub const FORWARD_RESPONSE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// How long a forwarded admin request (its commit included) may take.
+pub const FORWARD_TIMEOUT_MS: u64 = 10_000;
 /// BrokerRegistration / BrokerHeartbeat versions this node sends.
 const REGISTRATION_VERSION: i16 = 0;
 const HEARTBEAT_VERSION: i16 = 0;
@@ -457,6 +464,89 @@ impl ClusterNode {
         })
         .await?;
         deleted.ok_or(code::UNKNOWN_TOPIC_OR_PARTITION)
+    }
+
+    /// Replaces a topic's config overrides through the controller (AlterConfigs and
+    /// IncrementalAlterConfigs). `compute` gets the topic's overrides and replication factor as
+    /// the controller's image holds them and answers the new overrides (or why not); with
+    /// `validate_only` nothing is committed. Answers once the change is committed and applied
+    /// here; `NOT_CONTROLLER` unless this node is the active controller.
+    pub async fn alter_topic_configs(
+        &self,
+        now_ms: i64,
+        name: &str,
+        validate_only: bool,
+        compute: impl FnOnce(
+            &BTreeMap<String, String>,
+            usize,
+        ) -> Result<BTreeMap<String, String>, ErrorCode>,
+    ) -> Result<(), ErrorCode> {
+        self.decide(now_ms, |c, image| {
+            let topic = image
+                .topic_ids
+                .get(name)
+                .and_then(|id| image.topics.get(id))
+                .ok_or(code::UNKNOWN_TOPIC_OR_PARTITION)?;
+            let next = compute(&topic.configs, topic.replication_factor())?;
+            let records = c.alter_topic_configs(image, name, &next)?;
+            Ok(if validate_only { Vec::new() } else { records })
+        })
+        .await
+    }
+
+    /// Grows a topic to `count` partitions through the controller (CreatePartitions), placed
+    /// by the controller or by `assignments` (one replica list per new partition); with
+    /// `validate_only` nothing is committed. Same answers as `alter_topic_configs`.
+    pub async fn create_partitions(
+        &self,
+        now_ms: i64,
+        name: &str,
+        count: i32,
+        assignments: Option<Vec<Vec<i32>>>,
+        validate_only: bool,
+    ) -> Result<(), ErrorCode> {
+        self.decide(now_ms, |c, image| {
+            let records = c.create_partitions(image, name, count, assignments.as_deref())?;
+            Ok(if validate_only { Vec::new() } else { records })
+        })
+        .await
+    }
+
+    /// Whether a client's admin request that only the active controller may decide
+    /// (AlterConfigs, IncrementalAlterConfigs, CreatePartitions) should be forwarded to it
+    /// (Kafka's KIP-590 forwarding: clients send some of these to any broker): when another
+    /// node is the controller and the request was not itself forwarded (never twice).
+    pub fn forwards(&self, client_id: Option<&str>) -> bool {
+        client_id != Some(FORWARDED_CLIENT_ID)
+            && self.controller_id().is_some_and(|c| c != self.node_id)
+    }
+
+    /// Sends a client's request on to the active controller's client listener as it is
+    /// (same version) and answers the controller's response (`NOT_CONTROLLER` when there is
+    /// none to reach, other codes for transport failures).
+    pub async fn forward_to_controller<Req: Encodable, Resp: Decodable>(
+        &self,
+        key: ApiKey,
+        version: i16,
+        request: &Req,
+    ) -> Result<Resp, ErrorCode> {
+        let leader = self.controller_id().ok_or(code::NOT_CONTROLLER)?;
+        if leader == self.node_id {
+            return Err(code::NOT_CONTROLLER);
+        }
+        let addr = self.broker_addr(leader).ok_or(code::NOT_CONTROLLER)?;
+        let correlation = self
+            .alter_correlation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let call = crate::replication::Call {
+            client_id: FORWARDED_CLIENT_ID,
+            key,
+            version,
+            correlation,
+            response_bytes_max: FORWARD_RESPONSE_BYTES_MAX,
+        };
+        call.over(self.connector().connect(addr), request, FORWARD_TIMEOUT_MS)
+            .await
     }
 
     /// Registered, unfenced brokers in id order.

@@ -229,6 +229,141 @@ impl Controller {
         }])
     }
 
+    /// Replaces a topic's config overrides with `next` (AlterConfigs and IncrementalAlterConfigs
+    /// at the controller, after the broker validated every value it understands): one
+    /// `ConfigChange` per key removed (first, so the room check holds) or set to a new value;
+    /// none when nothing changes. Checks the keys the cores read, `min.insync.replicas` against
+    /// the topic's replication factor.
+    pub fn alter_topic_configs(
+        &mut self,
+        image: &MetadataImage,
+        name: &str,
+        next: &BTreeMap<String, String>,
+    ) -> Result<Vec<MetadataRecord>, ErrorCode> {
+        let topic_id = *image
+            .topic_ids
+            .get(name)
+            .ok_or(code::UNKNOWN_TOPIC_OR_PARTITION)?;
+        let topic = &image.topics[&topic_id];
+        let fits = next.len() <= CONFIGS_MAX
+            && next
+                .iter()
+                .all(|(k, v)| k.len() <= STRING_BYTES_MAX && v.len() <= STRING_BYTES_MAX);
+        let rf = topic.replication_factor().max(1);
+        let min_isr_ok = next
+            .get(MIN_INSYNC_REPLICAS)
+            .is_none_or(|v| v.parse::<usize>().is_ok_and(|n| n >= 1 && n <= rf));
+        let unclean_ok = next
+            .get(UNCLEAN_LEADER_ELECTION_ENABLE)
+            .is_none_or(|v| v == "true" || v == "false");
+        if !fits || !min_isr_ok || !unclean_ok {
+            return Err(code::INVALID_CONFIG);
+        }
+        let removed = topic
+            .configs
+            .keys()
+            .filter(|k| !next.contains_key(*k))
+            .map(|k| MetadataRecord::ConfigChange {
+                topic_id,
+                key: k.clone(),
+                value: None,
+            });
+        let set = next
+            .iter()
+            .filter(|(k, v)| topic.configs.get(*k) != Some(*v))
+            .map(|(k, v)| MetadataRecord::ConfigChange {
+                topic_id,
+                key: k.clone(),
+                value: Some(v.clone()),
+            });
+        Ok(removed.chain(set).collect())
+    }
+
+    /// Grows a topic to `count` partitions (CreatePartitions). The new partitions get the
+    /// topic's replication factor: from `assignments` when given (one replica list per new
+    /// partition, each of live, distinct, non-controller-only brokers), else placed like
+    /// `create_topic` places them (leaders round robin over the live brokers).
+    pub fn create_partitions(
+        &mut self,
+        image: &MetadataImage,
+        name: &str,
+        count: i32,
+        assignments: Option<&[Vec<BrokerId>]>,
+    ) -> Result<Vec<MetadataRecord>, ErrorCode> {
+        let topic_id = *image
+            .topic_ids
+            .get(name)
+            .ok_or(code::UNKNOWN_TOPIC_OR_PARTITION)?;
+        let topic = &image.topics[&topic_id];
+        let current = topic
+            .partitions
+            .keys()
+            .next_back()
+            .map_or(0, |last| last + 1);
+        if count <= current || count > PARTITIONS_PER_TOPIC_MAX {
+            return Err(code::INVALID_PARTITIONS);
+        }
+        let rf = topic.replication_factor();
+        if rf == 0 {
+            return Err(code::INVALID_PARTITIONS);
+        }
+        let placeable = |b: &BrokerId| {
+            image
+                .brokers
+                .get(b)
+                .is_some_and(|b| !b.fenced && !b.controller_only)
+        };
+        let new = (count - current) as usize;
+        let placements: Vec<Vec<BrokerId>> = match assignments {
+            Some(given) => {
+                let valid = given.len() == new
+                    && given.iter().all(|replicas| {
+                        replicas.len() == rf
+                            && replicas
+                                .iter()
+                                .enumerate()
+                                .all(|(i, b)| !replicas[..i].contains(b) && placeable(b))
+                    });
+                if !valid {
+                    return Err(code::INVALID_REPLICA_ASSIGNMENT);
+                }
+                given.to_vec()
+            }
+            None => {
+                let live: Vec<BrokerId> = image
+                    .brokers
+                    .keys()
+                    .copied()
+                    .filter(|b| placeable(b))
+                    .collect();
+                if rf > live.len() {
+                    return Err(code::INVALID_REPLICATION_FACTOR);
+                }
+                let n = live.len();
+                let start = (self.rng.next_u64() % n as u64) as usize;
+                (0..new)
+                    .map(|p| (0..rf).map(|i| live[(start + p + i) % n]).collect())
+                    .collect()
+            }
+        };
+        let records = placements
+            .into_iter()
+            .zip(current..count)
+            .map(|(replicas, partition)| {
+                MetadataRecord::Partition(PartitionRecord {
+                    topic_id,
+                    partition,
+                    leader: replicas[0],
+                    isr: replicas.clone(),
+                    replicas,
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                })
+            })
+            .collect();
+        Ok(records)
+    }
+
     /// A broker (re)registers. It is fenced until its first heartbeat; it leaves every ISR,
     /// and with a new incarnation (wiped disk) it does not even stay as the last member.
     pub fn register_broker(
@@ -895,6 +1030,141 @@ mod tests {
             f.controller.delete_topic(&f.image, "t"),
             Err(code::UNKNOWN_TOPIC_OR_PARTITION)
         );
+    }
+
+    #[test]
+    fn topic_configs_are_replaced_key_by_key_and_checked_against_the_replication_factor() {
+        let mut f = Fixture::new(3, Planted::none());
+        let t = f.create(2, 2, false);
+        let before = f.image.topics[&t].configs.clone();
+        let next = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        // min.insync.replicas may not exceed the replication factor (2), nor be 0.
+        for bad in ["3", "0", "x"] {
+            assert_eq!(
+                f.controller.alter_topic_configs(
+                    &f.image,
+                    "t",
+                    &next(&[(MIN_INSYNC_REPLICAS, bad)])
+                ),
+                Err(code::INVALID_CONFIG),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            f.controller.alter_topic_configs(
+                &f.image,
+                "t",
+                &next(&[(UNCLEAN_LEADER_ELECTION_ENABLE, "yes")])
+            ),
+            Err(code::INVALID_CONFIG)
+        );
+        assert_eq!(
+            f.controller
+                .alter_topic_configs(&f.image, "nope", &next(&[])),
+            Err(code::UNKNOWN_TOPIC_OR_PARTITION)
+        );
+        assert_eq!(
+            f.image.topics[&t].configs, before,
+            "refusals change nothing"
+        );
+        // The unchanged key produces no record; the dropped one is removed first.
+        let wanted = next(&[(MIN_INSYNC_REPLICAS, "2"), ("retention.ms", "1000")]);
+        let rs = f
+            .controller
+            .alter_topic_configs(&f.image, "t", &wanted)
+            .unwrap();
+        assert_eq!(
+            rs,
+            vec![
+                MetadataRecord::ConfigChange {
+                    topic_id: t,
+                    key: UNCLEAN_LEADER_ELECTION_ENABLE.into(),
+                    value: None,
+                },
+                MetadataRecord::ConfigChange {
+                    topic_id: t,
+                    key: "retention.ms".into(),
+                    value: Some("1000".into()),
+                },
+            ]
+        );
+        f.apply(rs);
+        assert_eq!(f.image.topics[&t].configs, wanted);
+        assert_eq!(
+            f.controller.alter_topic_configs(&f.image, "t", &wanted),
+            Ok(Vec::new()),
+            "nothing to change"
+        );
+    }
+
+    #[test]
+    fn create_partitions_places_like_create_topic_or_follows_valid_assignments() {
+        let mut f = Fixture::new(4, Planted::none());
+        let t = f.create(1, 3, false);
+        for bad in [0, 1, PARTITIONS_PER_TOPIC_MAX + 1] {
+            assert_eq!(
+                f.controller.create_partitions(&f.image, "t", bad, None),
+                Err(code::INVALID_PARTITIONS),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            f.controller.create_partitions(&f.image, "x", 2, None),
+            Err(code::UNKNOWN_TOPIC_OR_PARTITION)
+        );
+        // Placed: partitions 1..=4 with RF 3, leaders spread over all four brokers.
+        let rs = f
+            .controller
+            .create_partitions(&f.image, "t", 5, None)
+            .unwrap();
+        assert_eq!(rs.len(), 4);
+        f.apply(rs);
+        let mut leaders = BTreeMap::new();
+        for i in 1..5 {
+            let p = f.p(t, i);
+            assert_eq!(p.replicas.len(), 3);
+            assert_eq!(
+                (p.isr.clone(), p.leader),
+                (p.replicas.clone(), p.replicas[0])
+            );
+            assert_eq!((p.leader_epoch, p.partition_epoch), (0, 0));
+            *leaders.entry(p.leader).or_insert(0) += 1;
+        }
+        assert_eq!(leaders.len(), 4, "{leaders:?}");
+        // Manual assignments: right count, RF, distinct, live, placeable brokers only.
+        f.fence(4);
+        for bad in [
+            vec![vec![1, 2, 3], vec![1, 2, 3]],
+            vec![vec![1, 2]],
+            vec![vec![1, 1, 2]],
+            vec![vec![1, 2, 9]],
+            vec![vec![1, 2, 4]],
+        ] {
+            assert_eq!(
+                f.controller
+                    .create_partitions(&f.image, "t", 6, Some(bad.as_slice())),
+                Err(code::INVALID_REPLICA_ASSIGNMENT),
+                "{bad:?}"
+            );
+        }
+        let rs = f
+            .controller
+            .create_partitions(&f.image, "t", 6, Some(&[vec![3, 1, 2]]))
+            .unwrap();
+        f.apply(rs);
+        assert_eq!((f.p(t, 5).replicas, f.p(t, 5).leader), (vec![3, 1, 2], 3));
+        // Placement needs RF live brokers.
+        f.fence(3);
+        assert_eq!(
+            f.controller.create_partitions(&f.image, "t", 7, None),
+            Err(code::INVALID_REPLICATION_FACTOR)
+        );
+        f.image.check_invariants().unwrap();
     }
 
     #[test]

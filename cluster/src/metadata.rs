@@ -60,6 +60,16 @@ impl TopicImage {
             .max(1)
     }
 
+    /// The topic's replication factor: the most replicas any of its partitions has (0 with
+    /// no partitions).
+    pub fn replication_factor(&self) -> usize {
+        self.partitions
+            .values()
+            .map(|p| p.replicas.len())
+            .max()
+            .unwrap_or(0)
+    }
+
     /// `unclean.leader.election.enable`, false unless set to "true".
     pub fn unclean_leader_election(&self) -> bool {
         self.configs

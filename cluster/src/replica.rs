@@ -82,6 +82,12 @@ pub enum LeaderEvent {
     WaiterTimedOut {
         waiter: WaiterId,
     },
+    /// The topic's `min.insync.replicas` changed (AlterConfigs): from now on the high
+    /// watermark and acks=all judge by it. Waiters stay; a lower value may advance the high
+    /// watermark at once, a higher one holds it (waiters then time out, ambiguous).
+    MinInsyncReplicasChanged {
+        min_insync_replicas: usize,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -266,6 +272,13 @@ impl PartitionLeader {
                     let result = Err(code::REQUEST_TIMED_OUT);
                     effects.push(LeaderEffect::Reply { waiter, result });
                 }
+            }
+            LeaderEvent::MinInsyncReplicasChanged {
+                min_insync_replicas,
+            } => {
+                // The controller checks 1..=RF; a 0 from a bad image must not disable the rule.
+                self.config.min_insync_replicas = min_insync_replicas.max(1);
+                self.maybe_advance_high_watermark(effects);
             }
         }
         self.assert_invariants();
@@ -668,6 +681,59 @@ mod tests {
             fetch_offset,
             now_ms,
         }
+    }
+
+    /// AlterConfigs of `min.insync.replicas` reaches the core as one event: a pending ISR
+    /// addition and the acks=all waiters stay, and the high watermark follows the new rule.
+    #[test]
+    fn a_min_isr_change_keeps_waiters_and_pending_additions() {
+        let mut l = leader(3, &[1, 2], Planted::none());
+        step(
+            &mut l,
+            LeaderEvent::Appended {
+                log_end_offset: 20,
+                waiter: None,
+            },
+        );
+        // min ISR 3 > ISR 2: acks=all is refused before the append; the HW holds.
+        assert_eq!(l.check_acks_all(), Err(code::NOT_ENOUGH_REPLICAS));
+        step(&mut l, fetch(2, 20, 1));
+        assert_eq!(l.high_watermark(), 10);
+        let e = step(
+            &mut l,
+            LeaderEvent::MinInsyncReplicasChanged {
+                min_insync_replicas: 2,
+            },
+        );
+        assert_eq!(l.high_watermark(), 20, "{e:?}");
+        assert_eq!(l.min_insync_replicas(), 2);
+        // An acks=all waiter under the new rule, and replica 3 joining meanwhile.
+        step(
+            &mut l,
+            LeaderEvent::Appended {
+                log_end_offset: 30,
+                waiter: Some(7),
+            },
+        );
+        let e = step(&mut l, fetch(3, 20, 2));
+        assert!(e
+            .iter()
+            .any(|e| matches!(e, LeaderEffect::AlterPartition { .. })));
+        // Raising it again keeps the pending addition bounding the HW and the waiter waiting.
+        step(
+            &mut l,
+            LeaderEvent::MinInsyncReplicasChanged {
+                min_insync_replicas: 3,
+            },
+        );
+        let e = step(&mut l, fetch(2, 30, 3));
+        assert_eq!(l.high_watermark(), 20, "3 is pending at 20: {e:?}");
+        assert!(l.alter_partition_in_flight());
+        let e = step(&mut l, fetch(3, 30, 4));
+        assert!(
+            !e.iter().any(|e| matches!(e, LeaderEffect::Reply { .. })),
+            "ISR 2 < min ISR 3: no answer yet: {e:?}"
+        );
     }
 
     /// cluster_replication 225595114309733: an ISR addition in flight must keep bounding the

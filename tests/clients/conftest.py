@@ -172,6 +172,35 @@ def broker_factory(tmp_path):
         b.kill()
 
 
+def format_dir(data_dir: Path) -> str:
+    """`samsa format`: the data directory's metadata directory id (32 hex digits)."""
+    if not SAMSA_BIN.exists():
+        pytest.fail(f"{SAMSA_BIN} missing: run `cargo build --release -p samsa-broker`")
+    out = subprocess.run([str(SAMSA_BIN), "format", "--data-dir", str(data_dir)],
+                         capture_output=True, text=True, timeout=START_TIMEOUT_S, check=True)
+    dir_id = out.stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{32}", dir_id), f"samsa format printed {out.stdout!r}"
+    return dir_id
+
+
+def pinned_voters(tmp_path: Path, count: int) -> dict[int, Broker]:
+    """`count` unstarted voters (ids 1..count) on fixed loopback ports, each data directory
+    formatted first and its directory id pinned in the voter list (ID@HOST:PORT:DIRID)."""
+    ports = free_ports(2 * count)
+    client_ports, quorum_ports = ports[:count], ports[count:]
+    dir_ids = [format_dir(tmp_path / f"node{i + 1}-data") for i in range(count)]
+    voters = ",".join(f"{i + 1}@127.0.0.1:{quorum_ports[i]}:{dir_ids[i]}" for i in range(count))
+    nodes: dict[int, Broker] = {}
+    for i in range(count):
+        node_id = i + 1
+        nodes[node_id] = Broker(
+            tmp_path / f"node{node_id}-data", tmp_path / f"node{node_id}.log",
+            listen=f"127.0.0.1:{client_ports[i]}",
+            extra_args=["--node-id", str(node_id), "--voters", voters,
+                        "--controller-listen", f"127.0.0.1:{quorum_ports[i]}"])
+    return nodes
+
+
 @contextlib.contextmanager
 def running_cluster(request, nodes: dict[int, Broker]):
     """Starts every node of a cluster; on the way out stops them all (SIGTERM), prints their

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from confluent_kafka import (OFFSET_BEGINNING, Consumer, ConsumerGroupTopicParti
                              KafkaException, Producer, TopicPartition)
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import ANSI, SAMSA_BIN, Broker, free_ports, note, running_cluster
+from conftest import ANSI, Broker, note, pinned_voters, running_cluster
 
 NODES = 3
 TOPIC = "failover"
@@ -55,34 +54,10 @@ def index_of(key: bytes, value: bytes) -> int:
     return i
 
 
-def format_dir(data_dir: Path) -> str:
-    """`samsa format`: the data directory's metadata directory id (32 hex digits)."""
-    if not SAMSA_BIN.exists():
-        pytest.fail(f"{SAMSA_BIN} missing: run `cargo build --release -p samsa-broker`")
-    out = subprocess.run([str(SAMSA_BIN), "format", "--data-dir", str(data_dir)],
-                         capture_output=True, text=True, timeout=RPC_S, check=True)
-    dir_id = out.stdout.strip()
-    assert re.fullmatch(r"[0-9a-f]{32}", dir_id), f"samsa format printed {out.stdout!r}"
-    return dir_id
-
-
 @pytest.fixture
 def cluster(request, tmp_path):
-    """Three voters on fixed loopback ports, each formatted first and its directory id pinned
-    in the voter list (ID@HOST:PORT:DIRID); always reaped."""
-    ports = free_ports(2 * NODES)
-    client_ports, quorum_ports = ports[:NODES], ports[NODES:]
-    dir_ids = [format_dir(tmp_path / f"node{i + 1}-data") for i in range(NODES)]
-    voters = ",".join(f"{i + 1}@127.0.0.1:{quorum_ports[i]}:{dir_ids[i]}" for i in range(NODES))
-    nodes: dict[int, Broker] = {}
-    for i in range(NODES):
-        node_id = i + 1
-        nodes[node_id] = Broker(
-            tmp_path / f"node{node_id}-data", tmp_path / f"node{node_id}.log",
-            listen=f"127.0.0.1:{client_ports[i]}",
-            extra_args=["--node-id", str(node_id), "--voters", voters,
-                        "--controller-listen", f"127.0.0.1:{quorum_ports[i]}"])
-    with running_cluster(request, nodes):
+    """Three pinned voters on fixed loopback ports (`conftest.pinned_voters`); always reaped."""
+    with running_cluster(request, pinned_voters(tmp_path, NODES)) as nodes:
         yield nodes
 
 

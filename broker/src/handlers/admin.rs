@@ -3,9 +3,12 @@
 //! AlterConfigs and IncrementalAlterConfigs, plus the single-node answers of
 //! DescribeTopicPartitions, ElectLeaders, List/AlterPartitionReassignments, DescribeLogDirs and
 //! AlterReplicaLogDirs (this node leads and holds every partition). Every change is durable in
-//! the metadata store before it is answered. In cluster mode Metadata, CreateTopics and
-//! DeleteTopics use the quorum's image and controller instead (committed and applied here
-//! before the answer; NOT_CONTROLLER off the active controller). Never panics on request
+//! the metadata store before it is answered. In cluster mode Metadata, CreateTopics,
+//! DeleteTopics, CreatePartitions, AlterConfigs and IncrementalAlterConfigs use the quorum's
+//! image and controller instead (committed and applied here before the answer; NOT_CONTROLLER
+//! off the active controller; a client's AlterConfigs, IncrementalAlterConfigs and
+//! CreatePartitions reaching another node are forwarded to it once, as Kafka's KIP-590 does),
+//! and DescribeConfigs reads topic configs from the image on any node. Never panics on request
 //! contents.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,7 +28,9 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::*;
 use samsa_cluster::controller::CreateTopic;
-use samsa_cluster::metadata::{MetadataImage, TopicImage};
+use samsa_cluster::metadata::{
+    MetadataImage, TopicImage, MIN_INSYNC_REPLICAS, UNCLEAN_LEADER_ELECTION_ENABLE,
+};
 use samsa_net::Clock;
 use samsa_storage::Disk;
 use uuid::Uuid;
@@ -353,8 +358,18 @@ async fn cluster_topics<D: Disk, C: Clock>(
     topics
 }
 
-/// Config entries of a CreateTopics/AlterConfigs request as a map; `Err` on nulls/duplicates.
+/// Config entries of a CreateTopics/AlterConfigs request as a validated map; `Err` on
+/// nulls/duplicates or a value a single node refuses.
 fn config_map<'a>(
+    entries: impl Iterator<Item = (&'a str, Option<&'a str>)>,
+) -> Result<BTreeMap<String, String>, String> {
+    let map = config_entries(entries)?;
+    validate_overrides(&map).map_err(|e| e.0)?;
+    Ok(map)
+}
+
+/// Config entries as a map, not validated; `Err` on nulls/duplicates.
+fn config_entries<'a>(
     entries: impl Iterator<Item = (&'a str, Option<&'a str>)>,
 ) -> Result<BTreeMap<String, String>, String> {
     let mut map = BTreeMap::new();
@@ -366,8 +381,39 @@ fn config_map<'a>(
             return Err(format!("config {name} given twice"));
         }
     }
-    validate_overrides(&map).map_err(|e| e.0)?;
     Ok(map)
+}
+
+/// Validates a cluster topic's full override set: `min.insync.replicas` in [1, replication
+/// factor], `unclean.leader.election.enable` a boolean, the rest as on a single node.
+fn validate_cluster_overrides(
+    overrides: &BTreeMap<String, String>,
+    replication_factor: usize,
+) -> Result<(), String> {
+    let mut rest = overrides.clone();
+    if let Some(v) = rest.remove(MIN_INSYNC_REPLICAS) {
+        let rf = replication_factor.max(1);
+        if !v.parse::<usize>().is_ok_and(|n| (1..=rf).contains(&n)) {
+            return Err(format!(
+                "invalid value {v:?} for {MIN_INSYNC_REPLICAS}: expected an integer in [1, {rf}] \
+                 (the replication factor)"
+            ));
+        }
+    }
+    if let Some(v) = rest.remove(UNCLEAN_LEADER_ELECTION_ENABLE) {
+        if v != "true" && v != "false" {
+            return Err(format!(
+                "invalid value {v:?} for {UNCLEAN_LEADER_ELECTION_ENABLE}: expected true or false"
+            ));
+        }
+    }
+    validate_overrides(&rest).map_err(|e| e.0)
+}
+
+/// Whether a topic config name may be set: the names a single node knows, plus
+/// `unclean.leader.election.enable` in cluster mode (the controller reads it).
+fn settable_config(name: &str, cluster: bool) -> bool {
+    TOPIC_CONFIG_NAMES.contains(&name) || (cluster && name == UNCLEAN_LEADER_ELECTION_ENABLE)
 }
 
 /// `config_map` in cluster mode: `min.insync.replicas` is validated against the replication
@@ -645,6 +691,9 @@ pub async fn create_partitions<D: Disk, C: Clock>(
     req: &RequestFrame,
     body: CreatePartitionsRequest,
 ) -> Reply {
+    if let Some(cluster) = broker.cluster.get() {
+        return create_partitions_cluster(broker, cluster, req, body).await;
+    }
     let mut results = Vec::new();
     for t in body.topics.into_iter().take(TOPICS_PER_REQUEST_MAX) {
         let name = t.name.0.to_string();
@@ -683,6 +732,108 @@ pub async fn create_partitions<D: Disk, C: Clock>(
                 Ok(()) => (code::NONE, None),
                 Err(e) => (meta_error_code(&e), Some(e.to_string())),
             },
+        };
+        results.push(
+            CreatePartitionsTopicResult::default()
+                .with_name(t.name)
+                .with_error_code(error_code)
+                .with_error_message(message.as_deref().map(s)),
+        );
+    }
+    respond(
+        req,
+        &CreatePartitionsResponse::default().with_results(results),
+    )
+}
+
+/// CreatePartitions in cluster mode, at the active controller (elsewhere NOT_CONTROLLER): the
+/// controller places the new partitions (or checks the request's assignments) and commits them;
+/// each topic is answered once its partitions are applied here, and every node's image watcher
+/// opens its new replicas.
+async fn create_partitions_cluster<D: Disk, C: Clock>(
+    broker: &Arc<Broker<D, C>>,
+    cluster: &ClusterNode,
+    req: &RequestFrame,
+    body: CreatePartitionsRequest,
+) -> Reply {
+    if cluster.forwards(req.client_id.as_deref()) {
+        let forwarded = cluster
+            .forward_to_controller(ApiKey::CreatePartitions, req.api_version, &body)
+            .await;
+        let resp = forwarded.unwrap_or_else(|c| {
+            let results = body
+                .topics
+                .iter()
+                .take(TOPICS_PER_REQUEST_MAX)
+                .map(|t| {
+                    CreatePartitionsTopicResult::default()
+                        .with_name(t.name.clone())
+                        .with_error_code(c)
+                        .with_error_message(Some(s(&forward_failed(c))))
+                })
+                .collect();
+            CreatePartitionsResponse::default().with_results(results)
+        });
+        return respond(req, &resp);
+    }
+    let mut seen = BTreeSet::new();
+    let duplicates: BTreeSet<String> = body
+        .topics
+        .iter()
+        .filter(|t| !seen.insert(t.name.0.to_string()))
+        .map(|t| t.name.0.to_string())
+        .collect();
+    let mut results = Vec::new();
+    for t in body.topics.into_iter().take(TOPICS_PER_REQUEST_MAX) {
+        let name = t.name.0.to_string();
+        let assignments: Option<Vec<Vec<i32>>> = t.assignments.as_ref().map(|a| {
+            a.iter()
+                .take(PARTITIONS_PER_TOPIC_MAX as usize + 1)
+                .map(|p| {
+                    p.broker_ids
+                        .iter()
+                        .take(samsa_cluster::records::REPLICAS_MAX + 1)
+                        .map(|b| b.0)
+                        .collect()
+                })
+                .collect()
+        });
+        let (error_code, message) = if duplicates.contains(&name) {
+            (
+                code::INVALID_REQUEST,
+                Some("topic named more than once".to_string()),
+            )
+        } else {
+            let now_ms = broker.clock.now_ms();
+            let result = cluster
+                .create_partitions(now_ms, &name, t.count, assignments, body.validate_only)
+                .await;
+            match result {
+                Ok(()) => {
+                    if !body.validate_only {
+                        broker.reconcile_cluster().await;
+                    }
+                    (code::NONE, None)
+                }
+                Err(c) => {
+                    let m = match c {
+                        code::UNKNOWN_TOPIC_OR_PARTITION => format!("unknown topic {name:?}"),
+                        code::INVALID_PARTITIONS => format!(
+                            "{} partitions is not more than the topic has, or above \
+                             {PARTITIONS_PER_TOPIC_MAX}",
+                            t.count
+                        ),
+                        code::INVALID_REPLICA_ASSIGNMENT => "assignments must give each new \
+                            partition the topic's replication factor of distinct live brokers"
+                            .to_string(),
+                        code::INVALID_REPLICATION_FACTOR => {
+                            "fewer live brokers than the topic's replication factor".to_string()
+                        }
+                        c => format!("controller refused: error {c}"),
+                    };
+                    (c, Some(m))
+                }
+            }
         };
         results.push(
             CreatePartitionsTopicResult::default()
@@ -1032,6 +1183,28 @@ fn broker_configs<D: Disk, C: Clock>(broker: &Broker<D, C>) -> Vec<(String, Stri
     ]
 }
 
+/// The message of a request this node could not forward to the active controller.
+fn forward_failed(c: i16) -> String {
+    format!("could not forward to the active controller: error {c}")
+}
+
+/// A topic's config overrides: the local store on a single node, the image in cluster mode
+/// (on any node); `None` for an unknown topic.
+async fn topic_overrides<D: Disk, C: Clock>(
+    broker: &Broker<D, C>,
+    name: &str,
+) -> Option<BTreeMap<String, String>> {
+    match broker.cluster.get() {
+        Some(cluster) => cluster.topic(name).map(|t| t.configs),
+        None => broker
+            .meta
+            .lock()
+            .await
+            .topic(name)
+            .map(|m| m.configs.clone()),
+    }
+}
+
 pub async fn describe_configs<D: Disk, C: Clock>(
     broker: &Arc<Broker<D, C>>,
     req: &RequestFrame,
@@ -1050,24 +1223,35 @@ pub async fn describe_configs<D: Disk, C: Clock>(
             .with_resource_type(r.resource_type)
             .with_resource_name(r.resource_name.clone());
         let entries: Result<Vec<ConfigRow>, (i16, String)> = match r.resource_type {
-            RESOURCE_TOPIC => match broker.meta.lock().await.topic(&name) {
+            RESOURCE_TOPIC => match topic_overrides(broker, &name).await {
                 None => Err((
                     code::UNKNOWN_TOPIC_OR_PARTITION,
                     format!("unknown topic {name:?}"),
                 )),
-                Some(meta) => Ok(broker
-                    .defaults
-                    .describe(&meta.configs)
-                    .into_iter()
-                    .map(|(n, val, default)| {
-                        let src = if default {
-                            SOURCE_DEFAULT
-                        } else {
-                            SOURCE_DYNAMIC_TOPIC
-                        };
-                        (n, val, src, false)
-                    })
-                    .collect()),
+                Some(overrides) => {
+                    let mut rows: Vec<ConfigRow> = broker
+                        .defaults
+                        .describe(&overrides)
+                        .into_iter()
+                        .map(|(n, val, default)| {
+                            let src = if default {
+                                SOURCE_DEFAULT
+                            } else {
+                                SOURCE_DYNAMIC_TOPIC
+                            };
+                            (n, val, src, false)
+                        })
+                        .collect();
+                    // Cluster-only overrides (unclean.leader.election.enable) the defaults
+                    // do not list.
+                    rows.extend(
+                        overrides
+                            .iter()
+                            .filter(|(n, _)| !TOPIC_CONFIG_NAMES.contains(&n.as_str()))
+                            .map(|(n, val)| (n.clone(), val.clone(), SOURCE_DYNAMIC_TOPIC, false)),
+                    );
+                    Ok(rows)
+                }
             },
             RESOURCE_BROKER => {
                 if name.is_empty() || name == broker.node_id.to_string() {
@@ -1125,6 +1309,9 @@ async fn alter_topic<D: Disk, C: Clock>(
     compute: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, String>,
     validate_only: bool,
 ) -> (i16, Option<String>) {
+    if let Some(cluster) = broker.cluster.get() {
+        return alter_topic_cluster(broker, cluster, name, compute, validate_only).await;
+    }
     let current = broker
         .meta
         .lock()
@@ -1153,11 +1340,75 @@ async fn alter_topic<D: Disk, C: Clock>(
     }
 }
 
+/// `alter_topic` in cluster mode: computed and validated against the controller's image at the
+/// active controller, committed as config records and applied here before the answer (every
+/// other node applies them from the metadata log); `NOT_CONTROLLER` elsewhere.
+async fn alter_topic_cluster<D: Disk, C: Clock>(
+    broker: &Arc<Broker<D, C>>,
+    cluster: &ClusterNode,
+    name: &str,
+    compute: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, String>,
+    validate_only: bool,
+) -> (i16, Option<String>) {
+    let mut refusal = None;
+    let now_ms = broker.clock.now_ms();
+    let result = cluster
+        .alter_topic_configs(now_ms, name, validate_only, |current, rf| {
+            let checked = compute(current).and_then(|next| {
+                validate_cluster_overrides(&next, rf)?;
+                Ok(next)
+            });
+            checked.map_err(|m| {
+                refusal = Some(m);
+                code::INVALID_CONFIG
+            })
+        })
+        .await;
+    match result {
+        Ok(()) => {
+            if !validate_only {
+                broker.reconcile_cluster().await;
+            }
+            (code::NONE, None)
+        }
+        Err(c) if c == code::UNKNOWN_TOPIC_OR_PARTITION => {
+            (c, Some(format!("unknown topic {name:?}")))
+        }
+        Err(c) => (
+            c,
+            Some(refusal.unwrap_or_else(|| format!("controller refused: error {c}"))),
+        ),
+    }
+}
+
 pub async fn alter_configs<D: Disk, C: Clock>(
     broker: &Arc<Broker<D, C>>,
     req: &RequestFrame,
     body: AlterConfigsRequest,
 ) -> Reply {
+    if let Some(cluster) = broker.cluster.get() {
+        if cluster.forwards(req.client_id.as_deref()) {
+            let forwarded = cluster
+                .forward_to_controller(ApiKey::AlterConfigs, req.api_version, &body)
+                .await;
+            let resp = forwarded.unwrap_or_else(|c| {
+                let responses = body
+                    .resources
+                    .iter()
+                    .take(TOPICS_PER_REQUEST_MAX)
+                    .map(|r| {
+                        alter_configs_response::AlterConfigsResourceResponse::default()
+                            .with_error_code(c)
+                            .with_error_message(Some(s(&forward_failed(c))))
+                            .with_resource_type(r.resource_type)
+                            .with_resource_name(r.resource_name.clone())
+                    })
+                    .collect();
+                AlterConfigsResponse::default().with_responses(responses)
+            });
+            return respond(req, &resp);
+        }
+    }
     let mut responses = Vec::new();
     for r in body.resources.into_iter().take(TOPICS_PER_REQUEST_MAX) {
         let name = r.resource_name.to_string();
@@ -1173,8 +1424,9 @@ pub async fn alter_configs<D: Disk, C: Clock>(
                 .iter()
                 .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
                 .collect();
+            // Validated by `alter_topic` (single node or cluster rules).
             let compute = move |_: &BTreeMap<String, String>| {
-                config_map(entries.iter().map(|(n, v)| (n.as_str(), v.as_deref())))
+                config_entries(entries.iter().map(|(n, v)| (n.as_str(), v.as_deref())))
             };
             alter_topic(broker, &name, compute, body.validate_only).await
         };
@@ -1234,6 +1486,29 @@ pub async fn incremental_alter_configs<D: Disk, C: Clock>(
     req: &RequestFrame,
     body: IncrementalAlterConfigsRequest,
 ) -> Reply {
+    if let Some(cluster) = broker.cluster.get() {
+        if cluster.forwards(req.client_id.as_deref()) {
+            let forwarded = cluster
+                .forward_to_controller(ApiKey::IncrementalAlterConfigs, req.api_version, &body)
+                .await;
+            let resp = forwarded.unwrap_or_else(|c| {
+                let responses = body
+                    .resources
+                    .iter()
+                    .take(TOPICS_PER_REQUEST_MAX)
+                    .map(|r| {
+                        incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                            .with_error_code(c)
+                            .with_error_message(Some(s(&forward_failed(c))))
+                            .with_resource_type(r.resource_type)
+                            .with_resource_name(r.resource_name.clone())
+                    })
+                    .collect();
+                IncrementalAlterConfigsResponse::default().with_responses(responses)
+            });
+            return respond(req, &resp);
+        }
+    }
     let mut responses = Vec::new();
     for r in body.resources.into_iter().take(TOPICS_PER_REQUEST_MAX) {
         let name = r.resource_name.to_string();
@@ -1258,10 +1533,11 @@ pub async fn incremental_alter_configs<D: Disk, C: Clock>(
                 .iter()
                 .filter_map(|n| Some((n.to_string(), broker.defaults.get(n)?.to_string())))
                 .collect();
+            let cluster = broker.cluster.get().is_some();
             let compute = move |current: &BTreeMap<String, String>| {
                 let mut next = current.clone();
                 for (n, op, value) in ops {
-                    if !TOPIC_CONFIG_NAMES.contains(&n.as_str()) {
+                    if !settable_config(&n, cluster) {
                         return Err(format!("unknown topic config {n:?}"));
                     }
                     match (op, value) {
@@ -1786,6 +2062,42 @@ mod tests {
         }
         assert_eq!(striped_producer_id(0, 2), 2);
         assert_eq!(striped_producer_id(1, 2), 65_538);
+    }
+
+    /// Cluster topics: min.insync.replicas up to the replication factor, the unclean flag a
+    /// boolean, everything else by the single-node rules.
+    #[test]
+    fn cluster_overrides_check_min_isr_against_the_replication_factor() {
+        let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let ok = map(&[
+            (MIN_INSYNC_REPLICAS, "3"),
+            (UNCLEAN_LEADER_ELECTION_ENABLE, "false"),
+            ("retention.ms", "1000"),
+        ]);
+        assert_eq!(validate_cluster_overrides(&ok, 3), Ok(()));
+        assert!(
+            validate_overrides(&ok).is_err(),
+            "a single node allows only 1"
+        );
+        for (k, v, rf) in [
+            (MIN_INSYNC_REPLICAS, "4", 3),
+            (MIN_INSYNC_REPLICAS, "0", 3),
+            (MIN_INSYNC_REPLICAS, "two", 3),
+            (UNCLEAN_LEADER_ELECTION_ENABLE, "maybe", 3),
+            ("retention.ms", "-7", 3),
+            ("no.such.config", "1", 3),
+        ] {
+            let bad = map(&[(k, v)]);
+            assert!(validate_cluster_overrides(&bad, rf).is_err(), "{k}={v}");
+        }
+        assert!(settable_config(UNCLEAN_LEADER_ELECTION_ENABLE, true));
+        assert!(!settable_config(UNCLEAN_LEADER_ELECTION_ENABLE, false));
+        assert!(settable_config("retention.ms", false));
     }
 
     /// librdkafka 0011 APPENDs `compact` to cleanup.policy and SUBTRACTs it again.
