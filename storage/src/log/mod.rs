@@ -632,7 +632,10 @@ impl<D: Disk> PartitionLog<D> {
     /// `REPLICATED_APPEND_BATCHES_MAX`, each within `STORED_BATCH_BYTES_MAX`; not
     /// `max_message_bytes`, which the leader applied when the batch was produced: a topic whose
     /// limit shrank later must not stall its followers), each CRC-verified, the first starting
-    /// at the log end offset and each next one where the previous ended (`OffsetMismatch`), with
+    /// at or after the log end offset and each next one at or after where the previous ended
+    /// (`OffsetMismatch` otherwise; a gap is what the leader's cleaner left in a compacted
+    /// topic, as Kafka's followers accept: the segment that gets it is marked as holding gaps,
+    /// durably, before the bytes are written, so recovery reads it as a cleaned one), with
     /// leader epochs non-decreasing and never below the log's latest (`LeaderEpoch`). Batches
     /// without an epoch (-1) are stored and leave the cache alone, as on the leader path.
     ///
@@ -661,7 +664,7 @@ impl<D: Disk> PartitionLog<D> {
         let mut last_epoch = self.epochs.entries().last().copied();
         let mut epoch_change = false;
         for (range, hdr) in &headers {
-            if hdr.base_offset != expected {
+            if hdr.base_offset < expected {
                 return Err(LogError::OffsetMismatch {
                     expected,
                     got: hdr.base_offset,
@@ -791,6 +794,17 @@ impl<D: Disk> PartitionLog<D> {
                 end += 1;
             }
             let run = &bytes[headers[i].0.start..headers[end - 1].0.end];
+            // Offset gaps (a compacted leader's cleaned batches) only in a segment that recovery
+            // and readers know may hold them: the marker is durable before the bytes are.
+            let mut next = self.log_end_offset;
+            let gapped = headers[i..end].iter().any(|(_, hdr)| {
+                let gap = hdr.base_offset > next;
+                next = hdr.last_offset() + 1;
+                gap
+            });
+            if gapped && !self.active().cleaned {
+                self.mark_gapped(seg_base).await?;
+            }
             // Buggify: the same bytes in two writes, so a crash can persist one half of a run.
             let split = if self.config.hooks.buggify("storage.append.split_write") {
                 run.len() / 2
@@ -829,6 +843,19 @@ impl<D: Disk> PartitionLog<D> {
             );
             i = end;
         }
+        Ok(())
+    }
+
+    /// Marks the active segment (base `base`) as one that may hold offset gaps, as the cleaner
+    /// marks the segments it rewrote: the marker file is synced and its name made durable
+    /// before the caller writes gapped batches.
+    async fn mark_gapped(&mut self, base: i64) -> Result<(), LogError> {
+        let marker = self.path(&segment::file_name(base, segment::CLEANED_MARKER_EXT));
+        let file = self.disk.open(&marker, OpenMode::CreateOrOpen).await?;
+        self.disk.sync(&file).await?;
+        self.disk.sync_dir(&self.dir).await?;
+        self.active_mut().cleaned = true;
+        tracing::debug!(dir = %self.dir, base, "segment marked as holding offset gaps");
         Ok(())
     }
 
@@ -1423,7 +1450,9 @@ impl<D: Disk> PartitionLog<D> {
                     Scanned::Batch { hdr, .. } if hdr.last_offset() < offset => {
                         position += hdr.total_bytes as u64;
                     }
-                    Scanned::Batch { hdr, .. } => break (position, hdr.base_offset),
+                    // After a gap the cleaner left the cut batch starts past `offset`: the log
+                    // then ends at `offset` (Kafka's truncateTo), not at that batch.
+                    Scanned::Batch { hdr, .. } => break (position, hdr.base_offset.min(offset)),
                     Scanned::End => break (position, seg.next_offset),
                     Scanned::Bad { position, .. } => {
                         return Err(LogError::Corrupt {
@@ -1459,6 +1488,11 @@ impl<D: Disk> PartitionLog<D> {
             self.segments[&seg_base].cleaned,
         )
         .await?;
+        let mut rebuilt = rebuilt;
+        if rebuilt.cleaned && rebuilt.next_offset < new_end {
+            // The cut batch followed a gap the cleaner left: the log ends where it began.
+            rebuilt.next_offset = new_end;
+        }
         self.segments.insert(seg_base, rebuilt);
         self.log_end_offset = new_end;
         self.durable_end_offset = self.durable_end_offset.min(new_end);

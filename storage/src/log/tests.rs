@@ -1598,7 +1598,7 @@ mod epochs {
         }
 
         #[tokio::test]
-        async fn gaps_overlaps_older_epochs_and_bad_crcs_are_refused_and_change_nothing() {
+        async fn overlaps_older_epochs_and_bad_crcs_are_refused_and_change_nothing() {
             use samsa_net::error::code;
             let tmp = tempfile::tempdir().unwrap();
             let (mut leader, _) = open(&tmp, config(false)).await;
@@ -1624,18 +1624,7 @@ mod epochs {
                 )
             };
             let before = snapshot(&follower);
-            // A gap: batch 3 while the log ends at batch 2's base offset.
-            let err = follower
-                .append_replicated(chunk(&stream, &ranges, 3, 4), 0)
-                .await
-                .unwrap_err();
-            assert_eq!(
-                err,
-                LogError::OffsetMismatch {
-                    expected: 4,
-                    got: 6
-                }
-            );
+            // (A gap is accepted: `a_gap_the_leaders_cleaner_left_is_kept_across_recovery`.)
             // An overlap: batch 1 again.
             let err = follower
                 .append_replicated(chunk(&stream, &ranges, 1, 3), 0)
@@ -1646,17 +1635,6 @@ mod epochs {
                 LogError::OffsetMismatch {
                     expected: 4,
                     got: 2
-                }
-            );
-            // A gap inside the input: batches 2 and 4.
-            let mut gap = chunk(&stream, &ranges, 2, 3).to_vec();
-            gap.extend_from_slice(chunk(&stream, &ranges, 4, 5));
-            let err = follower.append_replicated(&gap, 0).await.unwrap_err();
-            assert_eq!(
-                err,
-                LogError::OffsetMismatch {
-                    expected: 6,
-                    got: 8
                 }
             );
             // A flipped bit in a record: the CRC refuses it.
@@ -1698,6 +1676,61 @@ mod epochs {
                 .unwrap();
             assert_eq!(entries(&follower), [(2, 0), (3, 6)]);
             cache_matches_log(&follower, false).await.unwrap();
+        }
+
+        #[tokio::test]
+        async fn a_gap_the_leaders_cleaner_left_is_kept_across_recovery() {
+            let tmp = tempfile::tempdir().unwrap();
+            let (mut leader, _) = open(&tmp, config(false)).await;
+            append_n(&mut leader, 3, 2).await;
+            append_n(&mut leader, 3, 3).await;
+            let stream = log_bytes(&leader).await;
+            let ranges = batch_ranges(&stream);
+            let bases = |bytes: &[u8]| -> Vec<i64> {
+                batch_ranges(bytes)
+                    .into_iter()
+                    .map(|r| batch_view::parse(&bytes[r]).expect("batch").base_offset)
+                    .collect()
+            };
+            let (mut follower, _) = PartitionLog::open(disk(&tmp), "f-0", config(false))
+                .await
+                .expect("open");
+            follower
+                .append_replicated(chunk(&stream, &ranges, 0, 2), 0)
+                .await
+                .unwrap();
+            // Batch 2 (offsets 4-5) compacted away on the leader: batch 3 starts at 6, and a
+            // gap inside the input (batch 5 right after batch 3) is accepted too.
+            let mut gapped = chunk(&stream, &ranges, 3, 4).to_vec();
+            gapped.extend_from_slice(chunk(&stream, &ranges, 5, 6));
+            follower.append_replicated(&gapped, 0).await.unwrap();
+            assert_eq!(follower.log_end_offset(), 12);
+            assert_eq!(bases(&log_bytes(&follower).await), [0, 2, 6, 10]);
+            // An overlap is still refused.
+            let err = follower
+                .append_replicated(chunk(&stream, &ranges, 5, 6), 0)
+                .await
+                .unwrap_err();
+            assert_eq!(err, LogError::OffsetMismatch { expected: 12, got: 10 });
+            follower.flush().await.unwrap();
+            drop(follower);
+            // Recovery reads the marked segment as one that may hold gaps: nothing is cut.
+            let (mut follower, report) = PartitionLog::open(disk(&tmp), "f-0", config(false))
+                .await
+                .expect("reopen");
+            assert_eq!(report.bytes_truncated, 0, "{report:?}");
+            assert_eq!(follower.log_end_offset(), 12);
+            assert_eq!(bases(&log_bytes(&follower).await), [0, 2, 6, 10]);
+            // Truncating into the gap ends the log at the offset asked for.
+            assert_eq!(follower.truncate_to(5).await.unwrap(), 5);
+            assert_eq!(follower.log_end_offset(), 5);
+            let read = follower.read(0, 1 << 20, None).await.unwrap();
+            assert_eq!(bases(&read.bytes), [0, 2]);
+            follower
+                .append_replicated(chunk(&stream, &ranges, 3, 4), 0)
+                .await
+                .unwrap();
+            assert_eq!(follower.log_end_offset(), 8);
         }
 
         #[tokio::test]
