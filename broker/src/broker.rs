@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::config::NodeConfig;
+use crate::group::shell::OFFSETS_TOPIC;
 use crate::metadata::{MetaError, MetadataStore, TopicMeta};
 use crate::node::NodeError;
 use crate::partition::Partition;
@@ -112,7 +113,11 @@ impl<D: Disk, C: Clock> Broker<D, C> {
             broker.remove_orphans().await;
         }
         broker.groups.set_hooks(broker.hooks.clone());
-        broker.groups.replay(&broker).await;
+        // In cluster mode groups are loaded per offsets partition as this node comes to lead
+        // one (`reconcile_cluster`); a single node has them all, now.
+        if !matches!(broker.cfg.cluster(), Ok(Some(_))) {
+            broker.groups.replay(&broker).await;
+        }
         tracing::info!(topics = topics.len(), "metadata and partitions recovered");
         Ok(broker)
     }
@@ -323,6 +328,10 @@ impl<D: Disk, C: Clock> Broker<D, C> {
             self.stop_follower(&key);
             self.lock_leader_min_isr().remove(&key);
             self.lock_replicas().remove(&key);
+            if key.0 == OFFSETS_TOPIC {
+                let partitions = image_partitions(&image, OFFSETS_TOPIC);
+                self.groups.unload(key.1, partitions);
+            }
             let removed = self.lock_partitions().remove(&key);
             if let Some(p) = removed {
                 p.resign_leader();
@@ -372,7 +381,11 @@ impl<D: Disk, C: Clock> Broker<D, C> {
         let now_ms = self.clock.now_ms();
         // Before this process registered, the image's roles for this node are stale: none taken.
         let registered = cluster.registered_this_run();
+        // Offsets partitions this node now leads, loaded once every opened replica is served.
+        let mut loads: Vec<(i32, i32, i32)> = Vec::new();
         for t in image.topics.values() {
+            let offsets = t.name == OFFSETS_TOPIC;
+            let count = i32::try_from(t.partitions.len()).unwrap_or(i32::MAX);
             for (index, p) in &t.partitions {
                 if !p.replicas.contains(&self.node_id) {
                     continue;
@@ -386,6 +399,9 @@ impl<D: Disk, C: Clock> Broker<D, C> {
                 if p.leader != self.node_id || !registered {
                     self.lock_leader_min_isr().remove(&key);
                     partition.resign_leader();
+                    if offsets {
+                        self.groups.unload(key.1, count);
+                    }
                     if p.leader < 0 || p.leader == self.node_id {
                         self.stop_follower(&key);
                     } else {
@@ -467,11 +483,22 @@ impl<D: Disk, C: Clock> Broker<D, C> {
                     }
                 };
                 crate::replication::send_alter_partitions(self, &partition, alter);
+                if offsets && self.groups.begin_load(key.1, p.leader_epoch, count) {
+                    loads.push((key.1, p.leader_epoch, count));
+                }
             }
         }
         for (key, (id, p)) in fresh {
             self.lock_partitions().insert(key.clone(), p);
             self.lock_replicas().insert(key, id);
+        }
+        for (index, epoch, count) in loads {
+            tokio::spawn(crate::group::shell::Groups::load(
+                self.clone(),
+                index,
+                epoch,
+                count,
+            ));
         }
     }
 
@@ -585,25 +612,36 @@ impl<D: Disk, C: Clock> Broker<D, C> {
     pub fn lead_check(&self, topic: &str, index: i32) -> Result<(), i16> {
         match self.cluster.get() {
             None => Ok(()),
-            Some(_) if topic == crate::group::shell::OFFSETS_TOPIC => Ok(()),
             Some(c) => c.lead_check(topic, index).map(|_| ()),
         }
     }
 
-    /// Whether this node serves consumer groups: always on a single node; in cluster mode only
-    /// the group coordinator node (`ClusterNode::group_coordinator`) does, once its own
-    /// registration is applied (`NOT_COORDINATOR` elsewhere, so clients look it up again).
-    pub fn serve_groups(&self) -> Result<(), i16> {
+    /// Whether this node serves consumer group `group`: always on a single node; in cluster
+    /// mode only while it leads the group's partition of `__consumer_offsets` and has loaded
+    /// it in that leader epoch (NOT_COORDINATOR when another node leads it, so clients look
+    /// the coordinator up again; COORDINATOR_LOAD_IN_PROGRESS while loading;
+    /// COORDINATOR_NOT_AVAILABLE before the offsets topic exists).
+    pub fn serve_group(&self, group: &str) -> Result<(), i16> {
+        use crate::group::shell::Load;
         let Some(c) = self.cluster.get() else {
             return Ok(());
         };
-        if c.group_coordinator_id() != Some(self.node_id) {
+        let partitions = c.partition_count(OFFSETS_TOPIC);
+        if partitions == 0 {
+            return Err(code::COORDINATOR_NOT_AVAILABLE);
+        }
+        let index = crate::group::schema::partition_for(group, partitions);
+        let led = self
+            .partition(OFFSETS_TOPIC, index)
+            .and_then(|p| p.leader_slot_epoch());
+        let Some(epoch) = led else {
             return Err(code::NOT_COORDINATOR);
+        };
+        match self.groups.load_state(index) {
+            Some(Load::Loaded(e)) if e == epoch => Ok(()),
+            Some(Load::Loading(e)) if e == epoch => Err(code::COORDINATOR_LOAD_IN_PROGRESS),
+            _ => Err(code::NOT_COORDINATOR),
         }
-        if !c.registered_this_run() {
-            return Err(code::COORDINATOR_LOAD_IN_PROGRESS);
-        }
-        Ok(())
     }
 
     /// A topic's id and partition count: the local store on a single node, the image in cluster
@@ -706,4 +744,13 @@ impl<D: Disk, C: Clock> Broker<D, C> {
             p.close().await;
         }
     }
+}
+
+/// The partitions of topic `name` in `image` (0 when it has none).
+fn image_partitions(image: &samsa_cluster::metadata::MetadataImage, name: &str) -> i32 {
+    image
+        .topic_ids
+        .get(name)
+        .and_then(|id| image.topics.get(id))
+        .map_or(0, |t| i32::try_from(t.partitions.len()).unwrap_or(i32::MAX))
 }

@@ -559,24 +559,49 @@ impl ClusterNode {
             .collect()
     }
 
-    /// The node that coordinates every consumer group in cluster mode, `(id, host, port)`:
-    /// the lowest voter id, always the same node, because its `__consumer_offsets` is a local
-    /// topic that is not replicated yet (a group that moved would lose its offsets and could
-    /// be run by two coordinators at once). `COORDINATOR_NOT_AVAILABLE` while that node is not
-    /// a registered, unfenced broker.
-    pub fn group_coordinator(&self) -> Result<(i32, String, u16), ErrorCode> {
-        let id = self
-            .group_coordinator_id()
+    /// The partitions of the topic named `name` in the image (0 when it has none).
+    pub fn partition_count(&self, name: &str) -> i32 {
+        let image = lock(&self.image);
+        image
+            .topic_ids
+            .get(name)
+            .and_then(|id| image.topics.get(id))
+            .map_or(0, |t| i32::try_from(t.partitions.len()).unwrap_or(i32::MAX))
+    }
+
+    /// The leader of partition `index` of `name`, `(id, host, port)`, while it is a live
+    /// broker: the coordinator of the groups whose offsets that partition of
+    /// `__consumer_offsets` holds. `COORDINATOR_NOT_AVAILABLE` while it has none.
+    pub fn partition_leader(
+        &self,
+        name: &str,
+        index: i32,
+    ) -> Result<(i32, String, u16), ErrorCode> {
+        let image = lock(&self.image);
+        let leader = image
+            .topic_ids
+            .get(name)
+            .and_then(|id| image.partition(*id, index))
+            .map(|p| p.leader)
             .ok_or(code::COORDINATOR_NOT_AVAILABLE)?;
-        match lock(&self.image).brokers.get(&id) {
-            Some(b) if !b.fenced => Ok((id, b.host.clone(), b.port)),
+        match image.brokers.get(&leader) {
+            Some(b) if !b.fenced => Ok((leader, b.host.clone(), b.port)),
             _ => Err(code::COORDINATOR_NOT_AVAILABLE),
         }
     }
 
-    /// The id of the group coordinator node (the lowest voter id; see `group_coordinator`).
-    pub fn group_coordinator_id(&self) -> Option<i32> {
-        self.cfg.voters.keys().next().copied()
+    /// The replication factor and `min.insync.replicas` `__consumer_offsets` is created with:
+    /// min(3, brokers registered so far) replicas (Kafka's `offsets.topic.replication.factor`
+    /// is 3) and min(2, RF) in-sync ones, so an acknowledged commit survives the loss of any
+    /// one replica. `None` until that many brokers are live (Kafka too waits for enough
+    /// brokers rather than create the topic under-replicated).
+    pub fn offsets_topic_replication(&self) -> Option<(i16, usize)> {
+        let image = lock(&self.image);
+        let brokers = image.brokers.values().filter(|b| !b.controller_only);
+        let registered = brokers.clone().count();
+        let live = brokers.filter(|b| !b.fenced).count();
+        let rf = registered.min(DEFAULT_REPLICATION_FACTOR_MAX);
+        (rf > 0 && live >= rf).then(|| (i16::try_from(rf).unwrap_or(1), rf.min(2)))
     }
 
     /// The active controller's id, if the quorum has a leader.

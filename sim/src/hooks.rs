@@ -52,6 +52,7 @@ pub const MUTANTS: &[&str] = &[
     "ofle_newer_epoch",
     "hw_advance_below_min_isr",
     "epoch_cache_not_truncated",
+    "offsets_ack_before_isr",
 ];
 
 #[derive(Debug, Default, Clone, Copy)]

@@ -512,7 +512,13 @@ impl Coordinator {
     /// targets of members that are gone are dropped, and the written snapshot is what replay
     /// rebuilt. A group whose restored state breaks an invariant is dropped, not trusted.
     pub fn finish_replay(&mut self, now_ms: u64) {
-        let ids: Vec<String> = self.consumer.keys().cloned().collect();
+        self.finish_replay_of(now_ms, |_| true);
+    }
+
+    /// `finish_replay` for the consumer groups `owned` selects (one offsets partition loaded
+    /// by a new coordinator in cluster mode; the other groups' members keep their clocks).
+    pub fn finish_replay_of(&mut self, now_ms: u64, owned: impl Fn(&str) -> bool) {
+        let ids: Vec<String> = self.consumer.keys().filter(|g| owned(g)).cloned().collect();
         for id in ids {
             let g = self.consumer.get_mut(&id).expect("listed group");
             let members: BTreeSet<String> = g.members.keys().cloned().collect();

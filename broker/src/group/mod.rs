@@ -146,10 +146,14 @@ pub enum Event {
         instance_id: Option<String>,
         entries: Vec<CommitEntry>,
     },
-    /// The commit's records are in the offsets log: apply them (the reply waits for the sync).
+    /// The commit's records are committed in the offsets log (durable, and in cluster mode
+    /// replicated to the ISR): apply them. `position` is the log end offset after the commit's
+    /// batch; commits may complete out of log order, so an entry older than the one applied
+    /// for the same partition is ignored.
     OffsetsAppended {
         group: String,
         entries: Vec<CommitEntry>,
+        position: i64,
     },
     /// Removes a group with no members and its offsets (DeleteGroups).
     DeleteGroup {
@@ -301,6 +305,8 @@ pub struct Group {
     /// The generation whose assignment was stored (one per generation).
     assigned_generation: i32,
     pub offsets: BTreeMap<(String, i32), OffsetValue>,
+    /// Log position (`OffsetsAppended::position`) of the commit each offset came from.
+    positions: BTreeMap<(String, i32), i64>,
 }
 
 impl Group {
@@ -318,6 +324,7 @@ impl Group {
             initial_delay: false,
             assigned_generation: 0,
             offsets: BTreeMap::new(),
+            positions: BTreeMap::new(),
         }
     }
 
@@ -484,6 +491,31 @@ impl Coordinator {
         }
     }
 
+    /// Drops every group `owned` selects (cluster mode: their offsets partition is now led,
+    /// and its groups coordinated, elsewhere). The requests their members still wait on
+    /// (JoinGroup, SyncGroup) are answered NOT_COORDINATOR, so clients look the coordinator up
+    /// again. Answers how many groups were dropped.
+    pub fn unload(&mut self, owned: impl Fn(&str) -> bool, effects: &mut Vec<Effect>) -> usize {
+        let ids: Vec<String> = self.groups.keys().filter(|g| owned(g)).cloned().collect();
+        for id in &ids {
+            let Some(g) = self.groups.remove(id) else {
+                continue;
+            };
+            for m in g.members.values() {
+                for r in [m.awaiting_join, m.awaiting_sync].into_iter().flatten() {
+                    reply(effects, r, Reply::Code(code::NOT_COORDINATOR));
+                }
+            }
+        }
+        let before = ids.len();
+        let consumer: Vec<String> = self.consumer.keys().filter(|g| owned(g)).cloned().collect();
+        for id in &consumer {
+            self.consumer.remove(id);
+            self.consumer_written.remove(id);
+        }
+        before + consumer.iter().filter(|g| !ids.contains(g)).count()
+    }
+
     pub fn step(&mut self, now_ms: u64, event: Event, effects: &mut Vec<Effect>) {
         let touched: Option<String> = match &event {
             Event::Join(j) => Some(j.group.clone()),
@@ -572,11 +604,20 @@ impl Coordinator {
                 entries,
                 effects,
             ),
-            Event::OffsetsAppended { group, entries } => {
+            Event::OffsetsAppended {
+                group,
+                entries,
+                position,
+            } => {
                 if self.groups.len() < GROUPS_MAX || self.groups.contains_key(&group) {
                     let g = self.groups.entry(group).or_insert_with(Group::new);
                     for e in entries {
-                        g.offsets.insert((e.topic, e.partition), e.value);
+                        let key = (e.topic, e.partition);
+                        if g.positions.get(&key).is_some_and(|p| *p >= position) {
+                            continue;
+                        }
+                        g.positions.insert(key.clone(), position);
+                        g.offsets.insert(key, e.value);
                     }
                 }
             }

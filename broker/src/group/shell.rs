@@ -4,6 +4,15 @@
 //! made them, answering only once the records are durable under policy `fsync`), ticks the
 //! core, and rebuilds it from the offsets topic at start. Never reads the wall clock except
 //! through `Clock` (made monotonic here), and never names `std::fs`/`tokio::fs`.
+//!
+//! Cluster mode: `__consumer_offsets` is a replicated topic and the leader of its partition
+//! p(g) coordinates group g. A node loads partition p into the core when it becomes its leader
+//! (`begin_load`, `load`) and drops p's groups when it stops leading it (`unload`); requests
+//! for a group are served only while its partition is loaded in the leader epoch this node
+//! leads (`Broker::serve_group`). A commit is answered, and applied to the core, only once
+//! its batch is durable and covered by the partition's high watermark (the whole ISR has it):
+//! an acknowledged commit survives the loss of the coordinator, and OffsetFetch never shows a
+//! commit a failover could take back.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -35,6 +44,25 @@ pub const TICK_MS: u64 = 50;
 pub const REPLAY_READ_BYTES: usize = 1 << 20;
 /// Most reads one replay of one partition makes (a bound on the loop, far above real sizes).
 pub const REPLAY_READS_MAX: usize = 10_000_000;
+/// Cluster mode: longest a commit waits for the ISR (Kafka's `offsets.commit.timeout.ms`);
+/// then it is answered REQUEST_TIMED_OUT (and may still land).
+pub const COMMIT_REPLICATION_TIMEOUT_MS: u64 = 5_000;
+/// Cluster mode: attempts to read an offsets partition while loading it, and the pause
+/// between them, before the load is given up (the partition then stays unserved until its
+/// leadership changes again).
+pub const LOAD_ATTEMPTS_MAX: u32 = 20;
+pub const LOAD_RETRY_MS: u64 = 250;
+/// Cluster mode: records one load of one offsets partition may hold in memory at once.
+pub const LOAD_RECORDS_MAX: usize = 50_000_000;
+
+/// Cluster mode: an offsets partition this node leads, by the leader epoch it leads it in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Load {
+    /// Being read into the core; its groups are answered COORDINATOR_LOAD_IN_PROGRESS.
+    Loading(i32),
+    /// In the core; its groups are served.
+    Loaded(i32),
+}
 
 struct Inner {
     core: Coordinator,
@@ -43,6 +71,8 @@ struct Inner {
     last_now_ms: u64,
     /// The ticket the next `Persist` effect gets (tickets fix the order of appends).
     next_ticket: u64,
+    /// Cluster mode: the offsets partitions this node leads, by index.
+    loads: BTreeMap<i32, Load>,
 }
 
 /// A `Persist` effect with its place in the append order.
@@ -77,6 +107,8 @@ pub struct Groups {
     appended_end: Mutex<BTreeMap<i32, i64>>,
     /// `offsets.topic.num.partitions`.
     pub offsets_partitions: i32,
+    /// Cluster mode: a creation of `__consumer_offsets` through the controller is under way.
+    pub creating_offsets_topic: std::sync::atomic::AtomicBool,
 }
 
 impl Groups {
@@ -89,11 +121,13 @@ impl Groups {
                 next_request: 0,
                 last_now_ms: 0,
                 next_ticket: 0,
+                loads: BTreeMap::new(),
             }),
             write: tokio::sync::Mutex::new(()),
             order: watch::channel(0).0,
             appended_end: Mutex::new(BTreeMap::new()),
             offsets_partitions,
+            creating_offsets_topic: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -140,6 +174,124 @@ impl Groups {
         if let Some(tx) = self.lock().waiters.remove(&request) {
             let _ = tx.send(reply);
         }
+    }
+
+    /// Applies a committed `OffsetsAppended` to the core; in cluster mode (`expected` is
+    /// `Some`) only while the partition is still loaded in that epoch (else the coordinator
+    /// that loads it next reads the commit from the log).
+    fn apply_committed(&self, index: i32, expected: Option<Option<i32>>, now_ms: i64, e: Event) {
+        let mut inner = self.lock();
+        if let Some(expected) = expected {
+            let loaded = inner.loads.get(&index).copied();
+            if expected.is_none() || loaded != expected.map(Load::Loaded) {
+                return;
+            }
+        }
+        let effects = step_locked(&mut inner, now_ms, e);
+        assert!(effects.is_empty(), "applying a commit produced effects");
+    }
+
+    /// Cluster mode: the load state of offsets partition `index` on this node.
+    pub fn load_state(&self, index: i32) -> Option<Load> {
+        self.lock().loads.get(&index).copied()
+    }
+
+    /// Cluster mode: this node leads offsets partition `index` in `epoch`. True when a load
+    /// must start (the caller runs `load`); a load of an older epoch is dropped first.
+    pub fn begin_load(&self, index: i32, epoch: i32, partitions: i32) -> bool {
+        let mut inner = self.lock();
+        match inner.loads.get(&index) {
+            Some(Load::Loading(e) | Load::Loaded(e)) if *e == epoch => return false,
+            Some(_) => unload_locked(&mut inner, index, partitions),
+            None => {}
+        }
+        inner.loads.insert(index, Load::Loading(epoch));
+        true
+    }
+
+    /// Cluster mode: offsets partition `index`, loaded in `epoch`, goes back to loading (its
+    /// groups leave the core). False when it is not loaded in that epoch (nothing to do).
+    pub fn reload(&self, index: i32, epoch: i32, partitions: i32) -> bool {
+        let mut inner = self.lock();
+        if inner.loads.get(&index) != Some(&Load::Loaded(epoch)) {
+            return false;
+        }
+        unload_locked(&mut inner, index, partitions);
+        inner.loads.insert(index, Load::Loading(epoch));
+        true
+    }
+
+    /// Cluster mode: this node no longer leads offsets partition `index`: its groups leave
+    /// the core and their waiting members are answered NOT_COORDINATOR.
+    pub fn unload(&self, index: i32, partitions: i32) {
+        // A deleted offsets topic has no count left: its groups were placed by the configured.
+        let partitions = if partitions > 0 {
+            partitions
+        } else {
+            self.offsets_partitions
+        };
+        let mut inner = self.lock();
+        if inner.loads.contains_key(&index) {
+            unload_locked(&mut inner, index, partitions);
+            tracing::info!(partition = index, "offsets partition unloaded");
+        }
+    }
+
+    /// Cluster mode: reads offsets partition `index` (this node leads it in `epoch`) from its
+    /// log start to its log end into the core, then serves its groups. Nothing is applied if
+    /// leadership moved meanwhile (`begin_load`/`unload` changed the state).
+    pub async fn load<D: Disk, C: Clock>(
+        broker: Arc<Broker<D, C>>,
+        index: i32,
+        epoch: i32,
+        partitions: i32,
+    ) {
+        let groups = &broker.groups;
+        for attempt in 0..LOAD_ATTEMPTS_MAX {
+            // Appends wait while the partition is read: a persist of an earlier term of ours
+            // either landed before the read (and is read) or finds the load state changed.
+            let _appends = groups.write.lock().await;
+            if groups.load_state(index) != Some(Load::Loading(epoch)) {
+                return;
+            }
+            let Some(p) = broker.partition(OFFSETS_TOPIC, index) else {
+                break;
+            };
+            let stored = match read_all(&p).await {
+                Ok(records) => records,
+                Err(e) => {
+                    drop(_appends);
+                    tracing::warn!(partition = index, attempt, "loading offsets: {e}");
+                    tokio::time::sleep(Duration::from_millis(LOAD_RETRY_MS)).await;
+                    continue;
+                }
+            };
+            let now = u64::try_from(broker.clock.now_ms()).unwrap_or(0);
+            let mut inner = groups.lock();
+            if inner.loads.get(&index) != Some(&Load::Loading(epoch)) {
+                return;
+            }
+            // Nothing of this partition may be left from an earlier term of ours.
+            unload_locked(&mut inner, index, partitions);
+            let records = stored.len();
+            for record in stored {
+                inner.core.replay(record);
+            }
+            let now = now.max(inner.last_now_ms);
+            inner
+                .core
+                .finish_replay_of(now, |g| schema::partition_for(g, partitions) == index);
+            inner.loads.insert(index, Load::Loaded(epoch));
+            drop(inner);
+            tracing::info!(
+                partition = index,
+                epoch,
+                records,
+                "offsets partition loaded"
+            );
+            return;
+        }
+        tracing::error!(partition = index, epoch, "offsets partition not loaded");
     }
 
     /// Rebuilds the core from `__consumer_offsets` (start-up; before the node serves).
@@ -194,6 +346,70 @@ impl Groups {
     }
 }
 
+/// Drops offsets partition `index`'s groups from the core and its load state; answers the
+/// requests they held.
+fn unload_locked(inner: &mut Inner, index: i32, partitions: i32) {
+    inner.loads.remove(&index);
+    let mut effects = Vec::new();
+    inner.core.unload(
+        |g| schema::partition_for(g, partitions) == index,
+        &mut effects,
+    );
+    for effect in effects {
+        if let Effect::Reply { request, reply } = effect {
+            if let Some(tx) = inner.waiters.remove(&request) {
+                let _ = tx.send(reply);
+            }
+        }
+    }
+}
+
+/// Every `__consumer_offsets` record of `p`, log start to log end (a leader's whole log: what
+/// it holds above the high watermark is committed by this leader or by nobody).
+async fn read_all<D: Disk>(p: &Partition<D>) -> Result<Vec<schema::Stored>, String> {
+    let mut out = Vec::new();
+    let mut offset = p.log_start_offset().await;
+    for _ in 0..REPLAY_READS_MAX {
+        let bytes = match p.read_replica(offset, REPLAY_READ_BYTES).await {
+            Ok(b) if !b.is_empty() => b,
+            Ok(_) => return Ok(out),
+            Err(c) if c == code::OFFSET_OUT_OF_RANGE && offset == p.log_end_offset().await => {
+                return Ok(out)
+            }
+            Err(c) => return Err(format!("read at {offset}: error {c}")),
+        };
+        let decoded = decode_records(&bytes).map_err(|e| format!("decode at {offset}: {e:?}"))?;
+        for (_, record) in decoded {
+            let Some(key) = record.key.as_deref() else {
+                continue;
+            };
+            if let Some(stored) = schema::decode(key, record.value.as_deref()) {
+                if out.len() >= LOAD_RECORDS_MAX {
+                    return Err(format!("more than {LOAD_RECORDS_MAX} records"));
+                }
+                out.push(stored);
+            }
+        }
+        match next_offset_after(&bytes) {
+            Some(next) if next > offset => offset = next,
+            _ => return Ok(out),
+        }
+    }
+    Ok(out)
+}
+
+/// The number of `__consumer_offsets` partitions: the image's in cluster mode (once the topic
+/// exists), `offsets.topic.num.partitions` otherwise.
+pub fn offsets_partitions<D: Disk, C: Clock>(broker: &Broker<D, C>) -> i32 {
+    match broker.cluster.get() {
+        Some(c) => match c.partition_count(OFFSETS_TOPIC) {
+            0 => broker.groups.offsets_partitions,
+            n => n,
+        },
+        None => broker.groups.offsets_partitions,
+    }
+}
+
 fn step_locked(inner: &mut Inner, now_ms: i64, event: Event) -> Vec<Pending> {
     // The core needs time that never runs backwards; the wall clock may step back.
     let now = u64::try_from(now_ms).unwrap_or(0).max(inner.last_now_ms);
@@ -233,8 +449,23 @@ pub fn spawn_effects<D: Disk, C: Clock>(broker: &Arc<Broker<D, C>>, effects: Vec
         } = effect
         {
             let broker = broker.clone();
+            // Cluster mode: the records may only be appended while the group's partition is
+            // still loaded in the epoch it is loaded in now, when the core made them.
+            let index = schema::partition_for(&group, offsets_partitions(&broker));
+            let expected = match broker.cluster.get() {
+                Some(_) => match broker.groups.load_state(index) {
+                    Some(Load::Loaded(e)) => Some(Some(e)),
+                    _ => Some(None),
+                },
+                None => None,
+            };
             tokio::spawn(async move {
-                let result = persist(&broker, ticket, &group, records, entries).await;
+                let at = Target {
+                    index,
+                    expected,
+                    ticket,
+                };
+                let result = persist(&broker, at, &group, records, entries).await;
                 for (waiting, reply) in then {
                     let reply = match (&result, reply) {
                         (Ok(()), reply) => reply,
@@ -266,7 +497,15 @@ pub fn spawn_effects<D: Disk, C: Clock>(broker: &Arc<Broker<D, C>>, effects: Vec
     }
 }
 
-/// The offsets partition of `group`, creating the offsets topic on first use.
+/// Where a `Persist` goes: the offsets partition, the load epoch it must still be loaded in
+/// (cluster mode: `Some(None)` when it was not loaded at all), and its append ticket.
+struct Target {
+    index: i32,
+    expected: Option<Option<i32>>,
+    ticket: u64,
+}
+
+/// The offsets partition of `group` on a single node, creating the offsets topic on first use.
 async fn offsets_partition<D: Disk, C: Clock>(
     broker: &Broker<D, C>,
     group: &str,
@@ -291,42 +530,118 @@ async fn offsets_partition<D: Disk, C: Clock>(
         .ok_or(code::COORDINATOR_NOT_AVAILABLE)
 }
 
-/// Appends `records` as one batch to the group's offsets partition, applies commit `entries`
-/// to the core in log order, and waits until the batch is durable (policy `fsync`).
+/// Cluster mode: the offsets partition `at` names, while this node still leads it in the
+/// epoch the group was served in (NOT_COORDINATOR otherwise).
+fn led_partition<D: Disk, C: Clock>(
+    broker: &Broker<D, C>,
+    at: &Target,
+    expected: Option<i32>,
+) -> Result<Arc<Partition<D>>, i16> {
+    let epoch = expected.ok_or(code::NOT_COORDINATOR)?;
+    if broker.groups.load_state(at.index) != Some(Load::Loaded(epoch)) {
+        return Err(code::NOT_COORDINATOR);
+    }
+    broker
+        .partition(OFFSETS_TOPIC, at.index)
+        .filter(|p| p.leader_slot_epoch() == Some(epoch))
+        .ok_or(code::NOT_COORDINATOR)
+}
+
+/// Cluster mode: an append the core's state already counted on was refused. The partition's
+/// groups leave the core (their waiters answered NOT_COORDINATOR) and are read again from the
+/// log, which holds exactly what was appended; called in the refused append's turn, so no
+/// later append lands before the state is marked as loading (their turn then refuses them).
+fn reload_after_refused_append<D: Disk, C: Clock>(broker: &Arc<Broker<D, C>>, at: &Target) {
+    let Some(Some(epoch)) = at.expected else {
+        return;
+    };
+    let partitions = offsets_partitions(broker);
+    if broker.groups.reload(at.index, epoch, partitions) {
+        tracing::warn!(
+            partition = at.index,
+            epoch,
+            "offsets append refused: reloading"
+        );
+        tokio::spawn(Groups::load(broker.clone(), at.index, epoch, partitions));
+    }
+}
+
+/// Kafka's translation of an offsets-topic append error into what group clients understand.
+fn group_code(c: i16) -> i16 {
+    match c {
+        code::NOT_LEADER_OR_FOLLOWER | code::KAFKA_STORAGE_ERROR | code::FENCED_LEADER_EPOCH => {
+            code::NOT_COORDINATOR
+        }
+        code::NOT_ENOUGH_REPLICAS
+        | code::NOT_ENOUGH_REPLICAS_AFTER_APPEND
+        | code::UNKNOWN_TOPIC_OR_PARTITION => code::COORDINATOR_NOT_AVAILABLE,
+        code::MESSAGE_TOO_LARGE | code::RECORD_LIST_TOO_LARGE => code::INVALID_COMMIT_OFFSET_SIZE,
+        other => other,
+    }
+}
+
+/// Appends `records` as one batch to the group's offsets partition (in ticket order), waits
+/// until the batch is committed (durable under policy `fsync`; in cluster mode also covered
+/// by the high watermark), then applies commit `entries` to the core.
 async fn persist<D: Disk, C: Clock>(
     broker: &Arc<Broker<D, C>>,
-    ticket: u64,
+    at: Target,
     group: &str,
     records: Vec<(Bytes, Option<Bytes>)>,
     entries: Vec<super::CommitEntry>,
 ) -> Result<(), i16> {
-    let (partition, appended) = {
+    let in_cluster = at.expected.is_some();
+    let (partition, end, replicated) = {
         let done = TicketDone {
             order: &broker.groups.order,
-            ticket,
+            ticket: at.ticket,
         };
         let mut turn = broker.groups.order.subscribe();
         // The sender lives as long as `broker`: waiting cannot fail while we hold it.
-        let _ = turn.wait_for(|next| *next >= ticket).await;
+        let _ = turn.wait_for(|next| *next >= at.ticket).await;
         let _order = broker.groups.write.lock().await;
         let now_ms = broker.clock.now_ms();
+        let partition = match at.expected {
+            Some(expected) => led_partition(broker, &at, expected)?,
+            None if records.is_empty() => match broker.partition(OFFSETS_TOPIC, at.index) {
+                Some(p) => p,
+                None => return Ok(()),
+            },
+            None => offsets_partition(broker, group).await?,
+        };
         if records.is_empty() {
-            // Nothing to write: wait until what was appended before is durable.
-            let index = schema::partition_for(group, broker.groups.offsets_partitions);
-            let end = broker
-                .groups
-                .appended_end
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&index)
-                .copied();
+            // Nothing to write: wait until what the core's state rests on is committed. In
+            // cluster mode that is the whole log this leader holds: a coordinator that just
+            // loaded its partition may hold records above the high watermark (its
+            // predecessor's, not committed yet) and must not answer from them before they are
+            // (simulator cluster_groups 2102, 5627: a member epoch handed out twice). On a
+            // single node: the end of its own last append, at most the log end (a truncation
+            // since may have cut below it; simulator cluster_groups 948).
+            let log_end = partition.log_end_offset().await;
+            let end = match in_cluster {
+                true => Some(log_end),
+                false => broker
+                    .groups
+                    .appended_end
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&at.index)
+                    .map(|end| (*end).min(log_end)),
+            };
             drop(done);
-            let (Some(end), Some(partition)) = (end, broker.partition(OFFSETS_TOPIC, index)) else {
+            let Some(end) = end else {
                 return Ok(());
             };
-            return wait_durable(&partition, end).await;
+            let replicated = in_cluster.then(|| partition.leader_appended(end, true));
+            let replicated = match replicated {
+                Some((alter, waiter)) => {
+                    crate::replication::send_alter_partitions(broker, &partition, alter);
+                    Some(waiter.ok_or(code::NOT_COORDINATOR)?)
+                }
+                None => None,
+            };
+            return committed(&partition, end, replicated).await;
         }
-        let partition = offsets_partition(broker, group).await?;
         let batch: Vec<Record> = records
             .into_iter()
             .map(|(key, value)| Record {
@@ -337,24 +652,86 @@ async fn persist<D: Disk, C: Clock>(
             })
             .collect();
         let bytes = build_batch(&batch, &BatchOptions::default()).freeze();
-        let appended = partition.append(bytes, now_ms).await?;
+        let admitted = match in_cluster {
+            true => partition.check_acks_all(),
+            false => Ok(()),
+        };
+        let appended = match admitted {
+            Ok(()) => partition.append(bytes, now_ms).await,
+            Err(c) => Err(c),
+        };
+        let appended = match appended {
+            Ok(a) => a,
+            Err(c) if in_cluster => {
+                // The core already applied these records to its state (and later steps may
+                // build on them): rebuild it from the log, before the next append's turn
+                // (simulator cluster_groups 2102: a refused append broke the chain of a KIP-848
+                // group's records, the next coordinator dropped the group as inconsistent and
+                // handed its member epochs out again).
+                reload_after_refused_append(broker, &at);
+                return Err(group_code(c));
+            }
+            Err(c) => return Err(c),
+        };
         broker
             .groups
             .appended_end
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(partition.index, appended.end_offset);
-        if !entries.is_empty() {
-            let group = group.to_string();
-            let effects = broker
-                .groups
-                .step(now_ms, Event::OffsetsAppended { group, entries });
-            assert!(effects.is_empty(), "applying a commit produced effects");
-        }
+        let replicated = match in_cluster {
+            true => {
+                let (alter, waiter) = partition.leader_appended(appended.end_offset, true);
+                crate::replication::send_alter_partitions(broker, &partition, alter);
+                Some(waiter.ok_or(code::NOT_COORDINATOR)?)
+            }
+            false => None,
+        };
         drop(done);
-        (partition, appended)
+        // Planted bug `offsets_ack_before_isr` (simulation builds only): answer a commit once
+        // it is durable here, without waiting for the ISR.
+        let replicated = replicated.filter(|_| !broker.hooks.mutant("offsets_ack_before_isr"));
+        (partition, appended.end_offset, replicated)
     };
-    wait_durable(&partition, appended.end_offset).await
+    committed(&partition, end, replicated).await?;
+    if !entries.is_empty() {
+        let event = Event::OffsetsAppended {
+            group: group.to_string(),
+            entries,
+            position: end,
+        };
+        broker
+            .groups
+            .apply_committed(at.index, at.expected, broker.clock.now_ms(), event);
+    }
+    Ok(())
+}
+
+/// Waits until the offsets partition is durable below `end` (policy `fsync`) and, in cluster
+/// mode, until the leader's high watermark covers it (`replicated`, at most
+/// `COMMIT_REPLICATION_TIMEOUT_MS`).
+async fn committed<D: Disk>(
+    partition: &Arc<Partition<D>>,
+    end: i64,
+    replicated: Option<crate::replication::AcksAllWait>,
+) -> Result<(), i16> {
+    let durable = wait_durable(partition, end).await;
+    let Some((waiter, rx)) = replicated else {
+        return durable;
+    };
+    durable.map_err(group_code)?;
+    let limit = Duration::from_millis(COMMIT_REPLICATION_TIMEOUT_MS);
+    match tokio::time::timeout(limit, rx).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(c))) => Err(group_code(c)),
+        Ok(Err(_)) => Err(code::NOT_COORDINATOR),
+        Err(_) => {
+            // Forgetting a waiter never changes the ISR: no AlterPartition to send.
+            let _ = partition
+                .leader_step(samsa_cluster::replica::LeaderEvent::WaiterTimedOut { waiter });
+            Err(code::REQUEST_TIMED_OUT)
+        }
+    }
 }
 
 /// Waits until the offsets partition is durable below `end` (policy `fsync`; else at once).

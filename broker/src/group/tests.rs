@@ -76,6 +76,11 @@ impl Harness {
         h
     }
 
+    /// The offsets-log position of the next commit (the log's length after it).
+    fn next_position(&self) -> i64 {
+        self.log.len() as i64
+    }
+
     fn request(&mut self) -> RequestId {
         self.next += 1;
         self.next
@@ -576,7 +581,12 @@ fn offset_delete_refuses_only_topics_the_members_subscribe_to() {
         let Some(Effect::Persist { group, entries, .. }) = effects.first().cloned() else {
             panic!("commit refused: {effects:?}")
         };
-        h.step(Event::OffsetsAppended { group, entries });
+        let position = h.next_position();
+        h.step(Event::OffsetsAppended {
+            group,
+            entries,
+            position,
+        });
     }
     let request = h.request();
     let effects = h.step(Event::DeleteOffsets {
@@ -630,7 +640,12 @@ fn simple_commit_on_an_empty_group_is_persisted_then_applied() {
         h.core.group("g").is_none(),
         "nothing applied before the append"
     );
-    h.step(Event::OffsetsAppended { group, entries });
+    let position = h.next_position();
+    h.step(Event::OffsetsAppended {
+        group,
+        entries,
+        position,
+    });
     let g = h.core.group("g").expect("group created by the commit");
     assert_eq!(g.offsets[&("t".to_string(), 0)].offset, 42);
     assert_eq!(g.offsets[&("t".to_string(), 0)].metadata, "m");
@@ -662,7 +677,12 @@ fn delete_refuses_a_group_with_members_and_tombstones_an_empty_one() {
     let mut h = harness();
     let effects = h.commit("", -1, 1);
     if let Some(Effect::Persist { group, entries, .. }) = effects.first().cloned() {
-        h.step(Event::OffsetsAppended { group, entries });
+        let position = h.next_position();
+        h.step(Event::OffsetsAppended {
+            group,
+            entries,
+            position,
+        });
     }
     let request = h.request();
     let effects = h.step(Event::DeleteGroup {
@@ -1118,4 +1138,60 @@ mod kip848 {
         let (rb, _) = hb_persisted(&mut r, "b", b.member_epoch, Some(&[]));
         assert_eq!(parts(&rb.assignment), [1, 3, 5]);
     }
+}
+
+/// The `OffsetsAppended` a commit's `Persist` leads to once committed at log `position`.
+fn committed_at(effects: &[Effect], position: i64) -> Event {
+    let Some(Effect::Persist { group, entries, .. }) = effects.first().cloned() else {
+        panic!("commit refused: {effects:?}")
+    };
+    Event::OffsetsAppended {
+        group,
+        entries,
+        position,
+    }
+}
+
+#[test]
+fn commits_committed_out_of_log_order_keep_the_later_offset() {
+    let mut h = harness();
+    let (a, _) = h.stable_pair();
+    let first = h.commit(&a, 1, 10);
+    let second = h.commit(&a, 1, 20);
+    // Cluster mode: the second batch may reach the high watermark's waiter first.
+    h.step(committed_at(&second, 2));
+    h.step(committed_at(&first, 1));
+    let g = h.core.group("g").expect("group");
+    assert_eq!(g.offsets[&("t".to_string(), 0)].offset, 20);
+    // Nothing is applied before it is committed: a commit whose batch never commits is
+    // never shown.
+    let _lost = h.commit(&a, 1, 30);
+    let g = h.core.group("g").expect("group");
+    assert_eq!(g.offsets[&("t".to_string(), 0)].offset, 20);
+}
+
+#[test]
+fn unloading_a_partition_drops_its_groups_and_answers_their_waiters_not_coordinator() {
+    let mut h = harness();
+    let (a, _) = h.stable_pair();
+    let done = h.commit(&a, 1, 7);
+    h.step(committed_at(&done, 1));
+    // A new member parks a JoinGroup that only the rebalance answers.
+    let (_, rejoin) = h.join_new();
+    let mut effects = Vec::new();
+    let dropped = h.core.unload(|g| g == "g", &mut effects);
+    assert_eq!(dropped, 1);
+    assert!(h.core.group("g").is_none(), "the group left the core");
+    assert_eq!(
+        find(&effects, rejoin),
+        Some(Reply::Code(code::NOT_COORDINATOR))
+    );
+    // Another group's partition stays.
+    let mut effects = Vec::new();
+    assert_eq!(h.core.unload(|g| g == "other", &mut effects), 0);
+    assert!(effects.is_empty());
+    // Loading it again from the log brings the committed offset back.
+    let h2 = h.restart();
+    let g = h2.core.group("g").expect("group replayed");
+    assert_eq!(g.offsets[&("t".to_string(), 0)].offset, 7);
 }

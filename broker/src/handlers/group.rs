@@ -43,6 +43,8 @@ type CommitShape = Vec<(String, Vec<(i32, Option<i16>)>)>;
 
 /// Most topics, partitions, groups or members one group request may name.
 pub const ENTRIES_PER_REQUEST_MAX: usize = 100_000;
+/// The `timeout_ms` of the CreateTopics a broker forwards for `__consumer_offsets`.
+pub const OFFSETS_TOPIC_CREATE_TIMEOUT_MS: i32 = 10_000;
 
 fn text(v: &StrBytes) -> String {
     v.to_string()
@@ -60,10 +62,11 @@ fn sopt(v: &Option<String>) -> Option<StrBytes> {
 fn submit<D: Disk, C: Clock, T: kafka_protocol::protocol::Encodable + Send + 'static>(
     broker: &Arc<Broker<D, C>>,
     req: &RequestFrame,
+    group: &str,
     make: impl FnOnce(group::RequestId) -> Event,
     build: impl FnOnce(Option<group::Reply>) -> T + Send + 'static,
 ) -> Reply {
-    if let Err(c) = broker.serve_groups() {
+    if let Err(c) = broker.serve_group(group) {
         return respond(req, &build(Some(group::Reply::Code(c))));
     }
     let Some((rx, effects)) = broker.groups.submit(broker.clock.now_ms(), make) else {
@@ -99,31 +102,39 @@ pub async fn find_coordinator<D: Disk, C: Clock>(
     req: &RequestFrame,
     body: FindCoordinatorRequest,
 ) -> Reply {
-    // Groups: this node on a single node; the cluster's one group coordinator node otherwise.
-    let group_coordinator = match broker.cluster.get() {
-        None => Ok((
-            broker.node_id,
-            broker.advertised_host.clone(),
-            broker.advertised_port,
-        )),
-        Some(c) => c
-            .group_coordinator()
-            .map(|(id, host, port)| (id, host, i32::from(port))),
+    // Groups: this node on a single node; in cluster mode the leader of the group's partition
+    // of `__consumer_offsets` (created through the controller on the first lookup).
+    let coordinator_of = |group: &str| -> Result<(i32, String, i32), i16> {
+        let Some(c) = broker.cluster.get() else {
+            return Ok((
+                broker.node_id,
+                broker.advertised_host.clone(),
+                broker.advertised_port,
+            ));
+        };
+        let partitions = c.partition_count(OFFSETS_TOPIC);
+        if partitions == 0 {
+            ensure_offsets_topic(broker);
+            return Err(code::COORDINATOR_NOT_AVAILABLE);
+        }
+        let index = group::schema::partition_for(group, partitions);
+        c.partition_leader(OFFSETS_TOPIC, index)
+            .map(|(id, host, port)| (id, host, i32::from(port)))
     };
     let found = |key: StrBytes| -> FoundCoordinator {
-        let c = FoundCoordinator::default().with_key(key);
-        match (body.key_type, &group_coordinator) {
+        let c = FoundCoordinator::default().with_key(key.clone());
+        match (body.key_type, coordinator_of(&key)) {
             (0, Ok((id, host, port))) => c
-                .with_node_id(BrokerId(*id))
-                .with_host(s(host))
-                .with_port(*port)
+                .with_node_id(BrokerId(id))
+                .with_host(s(&host))
+                .with_port(port)
                 .with_error_code(code::NONE),
             (0, Err(e)) => c
                 .with_node_id(BrokerId(-1))
                 .with_host(s(""))
                 .with_port(-1)
-                .with_error_code(*e)
-                .with_error_message(Some(s("the group coordinator node is not available"))),
+                .with_error_code(e)
+                .with_error_message(Some(s("the group coordinator is not available"))),
             // Transactions are not served yet: say so rather than send clients somewhere.
             _ => c
                 .with_node_id(BrokerId(-1))
@@ -151,6 +162,88 @@ pub async fn find_coordinator<D: Disk, C: Clock>(
             .with_port(c.port)
     };
     respond(req, &response)
+}
+
+/// Cluster mode: creates `__consumer_offsets` through the active controller unless it exists
+/// or a creation is under way (one at a time per node; the next lookup retries a failure).
+/// RF min(3, registered brokers) and `min.insync.replicas` min(2, RF), compacted; waits until
+/// that many brokers are live (`ClusterNode::offsets_topic_replication`).
+fn ensure_offsets_topic<D: Disk, C: Clock>(broker: &Arc<Broker<D, C>>) {
+    use std::sync::atomic::Ordering;
+    let Some(c) = broker.cluster.get() else {
+        return;
+    };
+    let Some((rf, min_isr)) = c.offsets_topic_replication() else {
+        return;
+    };
+    if broker
+        .groups
+        .creating_offsets_topic
+        .swap(true, Ordering::SeqCst)
+    {
+        return;
+    }
+    let broker = broker.clone();
+    tokio::spawn(async move {
+        let partitions = broker.groups.offsets_partitions;
+        let configs = BTreeMap::from([
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            ("min.insync.replicas".to_string(), min_isr.to_string()),
+        ]);
+        let result = match broker.cluster.get() {
+            Some(c) if c.controller_id() == Some(broker.node_id) => {
+                let request = samsa_cluster::controller::CreateTopic {
+                    name: OFFSETS_TOPIC.to_string(),
+                    partitions,
+                    replication_factor: rf,
+                    configs,
+                };
+                c.create_topic(broker.clock.now_ms(), request)
+                    .await
+                    .map(drop)
+            }
+            Some(c) => {
+                let topic = create_topics_request::CreatableTopic::default()
+                    .with_name(TopicName(s(OFFSETS_TOPIC)))
+                    .with_num_partitions(partitions)
+                    .with_replication_factor(rf)
+                    .with_configs(
+                        configs
+                            .iter()
+                            .map(|(k, v)| {
+                                create_topics_request::CreatableTopicConfig::default()
+                                    .with_name(s(k))
+                                    .with_value(Some(s(v)))
+                            })
+                            .collect(),
+                    );
+                let request = CreateTopicsRequest::default()
+                    .with_topics(vec![topic])
+                    .with_timeout_ms(OFFSETS_TOPIC_CREATE_TIMEOUT_MS);
+                let answer: Result<CreateTopicsResponse, i16> = c
+                    .forward_to_controller(ApiKey::CreateTopics, 5, &request)
+                    .await;
+                answer.and_then(|r| match r.topics.first().map(|t| t.error_code) {
+                    Some(code::NONE) => Ok(()),
+                    Some(e) => Err(e),
+                    None => Err(code::UNKNOWN_SERVER_ERROR),
+                })
+            }
+            None => Ok(()),
+        };
+        match result {
+            Ok(()) => tracing::info!(partitions, rf, min_isr, "{OFFSETS_TOPIC} created"),
+            Err(code::TOPIC_ALREADY_EXISTS) => {}
+            Err(e) => tracing::warn!(
+                code = e,
+                "creating {OFFSETS_TOPIC} failed; next lookup retries"
+            ),
+        }
+        broker
+            .groups
+            .creating_offsets_topic
+            .store(false, Ordering::SeqCst);
+    });
 }
 
 pub async fn join_group<D: Disk, C: Clock>(
@@ -185,6 +278,7 @@ pub async fn join_group<D: Disk, C: Clock>(
     submit(
         broker,
         req,
+        &body.group_id.0,
         |request| Event::Join(Join { request, ..join }),
         move |reply| {
             let r = match reply {
@@ -243,6 +337,7 @@ pub async fn sync_group<D: Disk, C: Clock>(
     submit(
         broker,
         req,
+        &body.group_id.0,
         |request| Event::Sync {
             request,
             group: body.group_id.0.to_string(),
@@ -278,6 +373,7 @@ pub async fn heartbeat<D: Disk, C: Clock>(
     submit(
         broker,
         req,
+        &body.group_id.0,
         |request| Event::Heartbeat {
             request,
             group: body.group_id.0.to_string(),
@@ -313,6 +409,7 @@ pub async fn leave_group<D: Disk, C: Clock>(
     submit(
         broker,
         req,
+        &body.group_id.0,
         |request| Event::Leave {
             request,
             group: body.group_id.0.to_string(),
@@ -414,7 +511,7 @@ pub async fn offset_commit<D: Disk, C: Clock>(
         OffsetCommitResponse::default().with_topics(topics)
     };
     if entries.is_empty() {
-        let reply = match broker.serve_groups() {
+        let reply = match broker.serve_group(&body.group_id.0) {
             Ok(()) => group::Reply::Offsets(code::NONE),
             Err(c) => group::Reply::Code(c),
         };
@@ -423,6 +520,7 @@ pub async fn offset_commit<D: Disk, C: Clock>(
     submit(
         broker,
         req,
+        &body.group_id.0,
         |request| Event::CommitOffsets {
             request,
             group: body.group_id.0.to_string(),
@@ -478,7 +576,6 @@ pub async fn offset_fetch<D: Disk, C: Clock>(
 ) -> Reply {
     let v = req.api_version;
     let epoch = |o: &OffsetValue| if v >= 5 { o.leader_epoch } else { -1 };
-    let gate = broker.serve_groups();
     if v >= 8 {
         let groups = body
             .groups
@@ -491,7 +588,7 @@ pub async fn offset_fetch<D: Disk, C: Clock>(
                         .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
                         .collect()
                 });
-                if let Err(c) = gate {
+                if let Err(c) = broker.serve_group(&g.group_id.0) {
                     return OffsetFetchResponseGroup::default()
                         .with_group_id(g.group_id.clone())
                         .with_error_code(c);
@@ -533,6 +630,7 @@ pub async fn offset_fetch<D: Disk, C: Clock>(
             .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
             .collect()
     });
+    let gate = broker.serve_group(&body.group_id.0);
     if let (Err(c), true) = (gate, v >= 2) {
         return respond(req, &OffsetFetchResponse::default().with_error_code(c));
     }
@@ -595,6 +693,7 @@ pub async fn offset_delete<D: Disk, C: Clock>(
     submit(
         broker,
         req,
+        &body.group_id.0,
         |request| Event::DeleteOffsets {
             request,
             group: body.group_id.0.to_string(),
@@ -647,12 +746,12 @@ pub async fn describe_groups<D: Disk, C: Clock>(
     body: DescribeGroupsRequest,
 ) -> Reply {
     let v = req.api_version;
-    let gate = broker.serve_groups();
     let groups = body
         .groups
         .iter()
         .take(ENTRIES_PER_REQUEST_MAX)
         .map(|id| {
+            let gate = broker.serve_group(&id.0);
             broker.groups.read(|core| {
                 let base = DescribedGroup::default()
                     .with_group_id(id.clone())
@@ -712,12 +811,9 @@ pub async fn list_groups<D: Disk, C: Clock>(
     let v = req.api_version;
     let states: Vec<String> = body.states_filter.iter().map(text).collect();
     let types: Vec<String> = body.types_filter.iter().map(|t| t.to_lowercase()).collect();
-    // Every broker answers with the groups it coordinates: none on the others.
-    let coordinates = broker.serve_groups().is_ok();
+    // Every broker answers with the groups it coordinates (in cluster mode its core holds
+    // exactly the groups of the offsets partitions it has loaded).
     let groups = broker.groups.read(|core| {
-        if !coordinates {
-            return Vec::new();
-        }
         let consumer: Vec<ListedGroup> = core
             .consumer_groups()
             .filter(|(_, g)| states.is_empty() || states.iter().any(|st| st == g.state()))
@@ -769,9 +865,8 @@ pub async fn delete_groups<D: Disk, C: Clock>(
     body: DeleteGroupsRequest,
 ) -> Reply {
     let mut waits = Vec::new();
-    let gate = broker.serve_groups();
     for id in body.groups_names.iter().take(ENTRIES_PER_REQUEST_MAX) {
-        if let Err(c) = gate {
+        if let Err(c) = broker.serve_group(&id.0) {
             waits.push((id.clone(), Err(c)));
             continue;
         }
@@ -872,6 +967,7 @@ pub async fn consumer_group_heartbeat<D: Disk, C: Clock>(
     submit(
         broker,
         req,
+        &body.group_id.0,
         |request| Event::ConsumerHeartbeat(group::consumer::Heartbeat { request, ..hb }),
         |reply| match reply {
             Some(group::Reply::ConsumerHeartbeat(r)) => {
@@ -898,7 +994,6 @@ pub async fn consumer_group_describe<D: Disk, C: Clock>(
 ) -> Reply {
     use consumer_group_describe_response as cgd;
     let names = broker.topic_names_by_id().await;
-    let gate = broker.serve_groups();
     let described = |a: &group::consumer::Partitions| -> cgd::Assignment {
         cgd::Assignment::default().with_topic_partitions(
             a.iter()
@@ -916,6 +1011,7 @@ pub async fn consumer_group_describe<D: Disk, C: Clock>(
         .iter()
         .take(ENTRIES_PER_REQUEST_MAX)
         .map(|id| {
+            let gate = broker.serve_group(&id.0);
             broker.groups.read(|core| {
                 let base = cgd::DescribedGroup::default()
                     .with_group_id(id.clone())
