@@ -7,6 +7,9 @@
 #   ci/sim.sh smoke                                     seeds 0..32 per scenario + regressions
 # Long local sweep:  ci/sim.sh sweep --minutes 120 --jobs "$(nproc)"
 # Never modifies the source tree; builds go to target/sim.
+# Which scenarios a sweep rotates over (NOT_IN_ROTATION) and which scenarios hunt each planted
+# bug (mutant_targets) live in scenarios/src/lib.rs; a sweep gives every scenario in rotation
+# the same number of seeds, batch by batch (cluster scenarios cost more wall time per seed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

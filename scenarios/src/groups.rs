@@ -7,6 +7,9 @@
 //! must refuse). In half the seeds (decided per run, so one group never mixes protocols) every
 //! member is a KIP-848 member instead (`ConsumerMember`, see `member848`). Every group op goes
 //! into the history as invoke then ok / fail / info, exactly as the client classified it.
+//! In the cluster scenario (`cluster_groups`) every client bootstraps over all brokers: the
+//! members find the group coordinator themselves (`GroupMember` / `ConsumerMember`) and look
+//! it up again when it moves; polls go to each partition's leader.
 //! Never decides pass or fail itself.
 
 use std::collections::BTreeMap;
@@ -96,6 +99,10 @@ fn stopping(wl: &Workload) -> bool {
 }
 
 async fn ensure_topic(wl: &Workload, name: String) {
+    if wl.opts.replication_factor > 0 {
+        // A cluster: the workload's own creation (drawn RF and min ISR, via the controller).
+        return wl.ensure_topic(name).await;
+    }
     let mut admin = Admin::new(net(wl), vec![wl.broker], client_config(name));
     let partitions = wl.opts.partitions.clamp(1, PARTITIONS_MAX);
     for _ in 0..CREATE_ATTEMPTS_MAX {
@@ -164,7 +171,7 @@ pub async fn member(wl: Workload, index: u32) {
             rebalance_timeout_ms: REBALANCE_TIMEOUT_MS,
         };
         let client = client_config(format!("m{index}-{incarnation}"));
-        let mut gm = GroupMember::new(net(&m.wl), vec![m.wl.broker], client, config);
+        let mut gm = GroupMember::new(net(&m.wl), m.wl.addrs(), client, config);
         let left = m.incarnation(&mut gm).await;
         if !left && stopping(&m.wl) && !gm.member_id().is_empty() {
             m.leave(&mut gm).await;
@@ -311,7 +318,7 @@ impl Member {
             positions.entry(*p).or_insert(0);
         }
         let name = format!("m{}-c{}", self.index, self.next_consumer);
-        let mut consumer = Consumer::new(net(&self.wl), vec![self.wl.broker], client_config(name));
+        let mut consumer = Consumer::new(net(&self.wl), self.wl.addrs(), client_config(name));
         let mut consumer_id = self.consumer_id();
         // A delayed commit from the previous generation, now that this one is known.
         if let Some((old_gen, old_offsets)) = self.old_commit.clone() {
@@ -469,7 +476,7 @@ pub async fn member848(wl: Workload, index: u32) {
             assignor: Some(assignor.to_string()),
         };
         let client = client_config(format!("k{index}-{incarnation}"));
-        let mut cm = ConsumerMember::new(net(&m.wl), vec![m.wl.broker], client, config);
+        let mut cm = ConsumerMember::new(net(&m.wl), m.wl.addrs(), client, config);
         let left = m.incarnation848(&mut cm).await;
         if !left && stopping(&m.wl) && !cm.member_id().is_empty() {
             m.leave848(&mut cm).await;
@@ -532,7 +539,7 @@ impl Member {
         let mut topic_id: Option<TopicId> = None;
         let mut held: BTreeMap<i32, i64> = BTreeMap::new();
         let name = format!("k{}-c{}", self.index, self.next_consumer);
-        let mut consumer = Consumer::new(net(&self.wl), vec![self.wl.broker], client_config(name));
+        let mut consumer = Consumer::new(net(&self.wl), self.wl.addrs(), client_config(name));
         let mut consumer_id = self.consumer_id();
         for _ in 0..ROUNDS_PER_JOIN_MAX {
             if stopping(&self.wl) {

@@ -409,7 +409,10 @@ pub fn mutant_targets(mutant: &str) -> &'static [&'static str] {
         "recovery_truncate_short" => &["single_torn_tail", "single_durability"],
         "idempotence_window_one" => &["single_net_chaos", "single_durability"],
         "nondeterminism_canary" => &["single_durability"],
-        "group_accept_stale_commit" | "group848_skip_revocation" => &["single_groups"],
+        // Both also bite on a cluster (cluster_groups: seed 2 and seed 1 at first).
+        "group_accept_stale_commit" | "group848_skip_revocation" => {
+            &["single_groups", "cluster_groups"]
+        }
         "cleaner_drops_latest" | "cleaner_touches_active" | "cleaner_swap_no_sync_dir" => {
             &["single_compaction"]
         }
@@ -427,6 +430,9 @@ pub fn mutant_targets(mutant: &str) -> &'static [&'static str] {
         | "ofle_newer_epoch"
         | "hw_advance_below_min_isr"
         | "epoch_cache_not_truncated" => &["cluster_replication"],
+        // A commit answered before the ISR has it is lost when its coordinator dies or is
+        // wiped before the followers fetched it (`group_commits_monotonic`).
+        "offsets_ack_before_isr" => &["cluster_groups"],
         _ => &[],
     }
 }

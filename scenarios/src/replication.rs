@@ -10,8 +10,9 @@
 //! controller-port traffic, and jumps node clocks. The liveness phase heals everything, waits
 //! for every partition's ISR to hold all its replicas again, reads every partition from its
 //! leader, then freezes the nodes and reads every in-sync replica's local log from its own disk
-//! for `replicas_agree`. Never shares state between runs; never draws from anything but the
-//! run's seed.
+//! for `replicas_agree`. `cluster_groups` runs the same cluster and nemesis with consumer-group
+//! members (`groups::member`) besides the producers. Never shares state between runs; never
+//! draws from anything but the run's seed.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -36,6 +37,9 @@ use crate::sim_run::Run;
 use crate::workload::{self, Workload, PARTITIONS_MAX, TOPIC};
 
 pub const SCENARIO: &str = "cluster_replication";
+/// `cluster_groups`: the same cluster and nemesis, plus consumer-group members
+/// (`groups::member`, bootstrapping over every broker).
+pub const GROUPS_SCENARIO: &str = "cluster_groups";
 /// Nodes (voters, brokers or both): the options draw 3 to this.
 pub const NODES_MAX: u32 = 5;
 /// Nodes when the options leave the count at 0.
@@ -284,7 +288,7 @@ pub(crate) async fn supervise(run: Run) -> (History, u64, Coverage) {
     };
     let mut client_ids = Vec::new();
     let mut tasks = Vec::new();
-    let actors = (o.producers + o.consumers).min(CLIENT_NODES_MAX);
+    let actors = (o.producers + o.consumers + o.group_members).min(CLIENT_NODES_MAX);
     for i in 0..actors {
         let node = h
             .create_node()
@@ -293,9 +297,12 @@ pub(crate) async fn supervise(run: Run) -> (History, u64, Coverage) {
             .build();
         client_ids.push(node.id());
         let wl = wl.clone();
-        let producers = o.producers;
+        let (producers, consumers) = (o.producers, o.consumers);
         let task = if i < producers {
             node.spawn(async move { workload::producer(wl, i).await })
+        } else if i >= producers + consumers {
+            let member = i - producers - consumers;
+            node.spawn(async move { crate::groups::member(wl, member).await })
         } else {
             node.spawn(async move { workload::consumer(wl, i - producers).await })
         };

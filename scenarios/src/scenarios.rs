@@ -126,6 +126,16 @@ pub const ALL: &[Scenario] = &[
         options: cluster_replication,
         checks: REPLICATION_CHECKS,
     },
+    Scenario {
+        name: "cluster_groups",
+        about: "consumer groups on a replicated cluster: cluster_replication's layouts and \
+                faults (crashes incl. leaders mid-produce and whole ISRs, pauses, partitions, \
+                controller-port cuts, clock jumps, one wipe when min ISR >= 2) plus 2-4 group \
+                members (classic or KIP-848) that bootstrap over every broker, find the \
+                coordinator, leave, crash, pause past the session and re-send stale commits",
+        options: cluster_groups,
+        checks: CLUSTER_GROUP_CHECKS,
+    },
 ];
 
 /// The single-node safety checks that hold for a replicated partition too, plus agreement of
@@ -164,6 +174,14 @@ const REPLICATION_CHECKS: &[&str] = &[
 /// policy stays `fsync`, so a power loss never excuses a lost acked record (RF 1 included). No
 /// EIO, no bit flips.
 pub fn cluster_replication(s: &mut Seed) -> SimOptions {
+    cluster_layout_and_faults(s)
+}
+
+/// The draws `cluster_replication` and `cluster_groups` share (the atlas above): node count,
+/// voter layout, replication factor and min ISR, the producer workload and every fault.
+/// `cluster_replication` is exactly this, so its seeds keep their meaning; other cluster
+/// scenarios draw their own parts after it.
+pub fn cluster_layout_and_faults(s: &mut Seed) -> SimOptions {
     let mut o = SimOptions::base();
     o.partitions = s.range_u64(1, 3) as i32;
     o.quorum_nodes = s.range_u64(3, 5) as u32;
@@ -223,6 +241,51 @@ pub fn cluster_replication(s: &mut Seed) -> SimOptions {
     if o.min_insync >= 2 {
         o.wipe_p = s.rate(0.4, 0.15);
     }
+    o
+}
+
+/// The replication checks plus the group checks (see each group check's header for why its
+/// reasoning holds while the coordinator moves between nodes, crashes or is wiped).
+const CLUSTER_GROUP_CHECKS: &[&str] = &[
+    "no_panic",
+    "acked_durable",
+    "offsets_unique",
+    "no_duplicates",
+    "reads_valid",
+    "poll_monotonic",
+    "producer_order",
+    "idempotent_retry",
+    "liveness",
+    "replicas_agree",
+    "replica_epochs_monotonic",
+    "leader_from_isr",
+    "one_leader_per_epoch",
+    "hw_safety",
+    "epoch_cache_truncated",
+    "epoch_cache_matches_log",
+    "no_truncation_below_hw",
+    "group_single_owner",
+    "group_commits_monotonic",
+    "group_stale_commit_rejected",
+    "group_no_gap",
+];
+
+/// Atlas: `cluster_replication`'s (layouts, RF/min ISR, every node fault, the one wipe when
+/// min ISR >= 2, clock trouble) plus `single_groups`' member faults: 2-4 members (classic or
+/// KIP-848 by seed) that leave, crash, pause past the session timeout and re-send stale
+/// commits, over 2-6 partitions, with no plain consumers. The group coordinator is whichever
+/// node the brokers name; the nemesis does not aim at it on purpose (a node fault hits it one
+/// time in the node count).
+pub fn cluster_groups(s: &mut Seed) -> SimOptions {
+    let mut o = cluster_layout_and_faults(s);
+    o.partitions = s.range_u64(2, 6) as i32;
+    o.consumers = 0;
+    o.group_members = s.range_u64(2, 4) as u32;
+    o.sends_per_producer = s.range_u64(10, 80) as u32;
+    o.member_leave_p = s.rate(0.5, 0.05);
+    o.member_crash_p = s.rate(0.5, 0.05);
+    o.member_pause_p = s.rate(0.5, 0.04);
+    o.stale_commit_p = 0.2 + s.rate(0.0, 0.8);
     o
 }
 
@@ -517,5 +580,44 @@ mod tests {
         for count in faults {
             assert!(count > 500 && count < 1_500, "{faults:?}");
         }
+    }
+
+    #[test]
+    fn cluster_groups_shares_the_cluster_draws_and_adds_members() {
+        let mut kinds = BTreeSet::new();
+        let mut wipes = 0;
+        for seed in 0..2_000u64 {
+            let base = cluster_replication(&mut Seed::new(seed).child("options"));
+            let o = cluster_groups(&mut Seed::new(seed).child("options"));
+            // Same layout and faults as cluster_replication for the same seed.
+            assert_eq!(
+                (o.quorum_nodes, o.quorum_voters, o.controller_only_voters),
+                (
+                    base.quorum_nodes,
+                    base.quorum_voters,
+                    base.controller_only_voters
+                ),
+                "seed {seed}"
+            );
+            assert_eq!(
+                (o.replication_factor, o.min_insync, o.wipe_p.to_bits()),
+                (
+                    base.replication_factor,
+                    base.min_insync,
+                    base.wipe_p.to_bits()
+                ),
+                "seed {seed}"
+            );
+            assert_eq!(o.disk, base.disk, "seed {seed}");
+            assert!((2..=4).contains(&o.group_members), "seed {seed}");
+            assert!((2..=6).contains(&o.partitions), "seed {seed}");
+            assert_eq!(o.consumers, 0, "seed {seed}");
+            assert!(o.stale_commit_p >= 0.2, "seed {seed}");
+            kinds.insert((o.member_leave_p > 0.0, o.member_crash_p > 0.0));
+            wipes += u32::from(o.wipe_p > 0.0);
+        }
+        // Swarm: member faults on and off in every combination; some runs may wipe a disk.
+        assert_eq!(kinds.len(), 4, "{kinds:?}");
+        assert!(wipes > 100, "{wipes}");
     }
 }

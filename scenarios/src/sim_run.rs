@@ -95,7 +95,9 @@ fn run_seed_on_this_thread(
     let wall = std::time::Instant::now();
     let result = if scenario.name == crate::quorum::SCENARIO {
         block_on_caught(rt, crate::quorum::supervise(run))
-    } else if scenario.name == crate::replication::SCENARIO {
+    } else if scenario.name == crate::replication::SCENARIO
+        || scenario.name == crate::replication::GROUPS_SCENARIO
+    {
         block_on_caught(rt, crate::replication::supervise(run))
     } else {
         block_on_caught(rt, supervise(run))

@@ -2,9 +2,10 @@
 //! (join with epoch 0, heartbeat with the partitions it owns, leave with epoch -1),
 //! OffsetCommit with its member epoch and OffsetFetch. The broker computes the assignment; the
 //! caller decides when it has released revoked partitions (it reports what it owns on every
-//! heartbeat). Talks to a bootstrap broker (the single-node coordinator). Never retries a write
-//! on its own, never reads the wall clock, never draws randomness; every decoded list is
-//! bounded.
+//! heartbeat). Routes its requests like `GroupMember` (`group::CoordinatorRoute`): the one
+//! bootstrap broker, or in a cluster the coordinator FindCoordinator names, looked up again when
+//! it moved or its connection failed. Never retries a write after an ambiguous failure, never
+//! reads the wall clock, never draws randomness; every decoded list is bounded.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -14,6 +15,7 @@ use kafka_protocol::messages::{ApiKey, ConsumerGroupHeartbeatRequest, GroupId, T
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
+use super::group::CoordinatorRoute;
 use super::{ClientConfig, ClientError, Session};
 use crate::io::Net;
 
@@ -48,6 +50,7 @@ pub struct ConsumerMemberConfig {
 /// One KIP-848 consumer-group member.
 pub struct ConsumerMember<N: Net> {
     session: Session<N>,
+    route: CoordinatorRoute,
     config: ConsumerMemberConfig,
     member_id: String,
     member_epoch: i32,
@@ -61,6 +64,7 @@ impl<N: Net> ConsumerMember<N> {
         config: ConsumerMemberConfig,
     ) -> Self {
         ConsumerMember {
+            route: CoordinatorRoute::new(&config.group, &bootstrap),
             session: Session::new(net, bootstrap, client),
             config,
             member_id: String::new(),
@@ -121,7 +125,12 @@ impl<N: Net> ConsumerMember<N> {
                 })
                 .collect(),
         );
-        let r = self.session.call(&request, Duration::ZERO).await?;
+        let r = self
+            .route
+            .call(&mut self.session, &request, Duration::ZERO, false, |r| {
+                Some(r.error_code)
+            })
+            .await?;
         if r.error_code != 0 {
             return Err(ClientError::broker(
                 ApiKey::ConsumerGroupHeartbeat as i16,
@@ -168,7 +177,12 @@ impl<N: Net> ConsumerMember<N> {
         request.member_id = StrBytes::from_string(self.member_id.clone());
         request.member_epoch = -1;
         request.rebalance_timeout_ms = -1;
-        let result = self.session.call(&request, Duration::ZERO).await;
+        let result = self
+            .route
+            .call(&mut self.session, &request, Duration::ZERO, false, |r| {
+                Some(r.error_code)
+            })
+            .await;
         self.reset();
         let r = result?;
         if r.error_code != 0 {
@@ -190,8 +204,16 @@ impl<N: Net> ConsumerMember<N> {
         offsets: &[(i32, i64)],
     ) -> Result<(), ClientError> {
         let (group, member) = (self.config.group.clone(), self.member_id.clone());
-        super::group::commit_offsets(&mut self.session, &group, epoch, &member, topic, offsets)
-            .await
+        super::group::commit_offsets(
+            &mut self.session,
+            &mut self.route,
+            &group,
+            epoch,
+            &member,
+            topic,
+            offsets,
+        )
+        .await
     }
 
     /// OffsetFetch: the committed offset per partition (-1 when none).
@@ -201,6 +223,13 @@ impl<N: Net> ConsumerMember<N> {
         partitions: &[i32],
     ) -> Result<Vec<(i32, i64)>, ClientError> {
         let group = self.config.group.clone();
-        super::group::fetch_committed(&mut self.session, &group, topic, partitions).await
+        super::group::fetch_committed(
+            &mut self.session,
+            &mut self.route,
+            &group,
+            topic,
+            partitions,
+        )
+        .await
     }
 }

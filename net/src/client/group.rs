@@ -1,13 +1,19 @@
 //! `GroupMember`: a minimal classic-protocol group consumer for the simulator and the CLI:
 //! FindCoordinator, JoinGroup (with the MEMBER_ID_REQUIRED two-step join), SyncGroup with a
 //! range assignment computed by the leader, Heartbeat, OffsetCommit, OffsetFetch and LeaveGroup.
-//! Talks to a bootstrap broker (the single-node coordinator). Never retries a write on its own,
-//! never reads the wall clock, never draws randomness; every decoded list is bounded.
+//! With one bootstrap address that broker is the coordinator (a single node, or the CLI aimed at
+//! one broker); with several (a cluster) the member asks FindCoordinator, sends its group
+//! requests there, and looks the coordinator up again after NOT_COORDINATOR,
+//! COORDINATOR_NOT_AVAILABLE, COORDINATOR_LOAD_IN_PROGRESS or a lost connection
+//! (`CoordinatorRoute`). Never retries a write after an ambiguous failure (only after a definite
+//! one: a moved coordinator changed nothing), never reads the wall clock, never draws
+//! randomness; every decoded list is bounded.
 //!
 //! Errors keep the client's definite/ambiguous split; the group codes below are definite for
 //! group requests (the coordinator checks them before it changes or persists anything).
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -22,7 +28,7 @@ use kafka_protocol::messages::{
     JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest,
     OffsetFetchRequest, SyncGroupRequest, TopicName,
 };
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::protocol::{Request, StrBytes};
 
 use super::{ClientConfig, ClientError, Session};
 use crate::error::{code, ErrorCode};
@@ -36,6 +42,17 @@ pub const ASSIGNMENT_ENTRIES_MAX: usize = 100_000;
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 /// JoinGroup rounds per `join` (the MEMBER_ID_REQUIRED step plus rejoins on REBALANCE_IN_PROGRESS).
 pub const JOIN_ROUNDS_MAX: usize = 4;
+
+/// Attempts of one group request in a cluster: a moved or unreachable coordinator is looked up
+/// again before the next (only definite failures are tried again, and reads).
+pub const COORDINATOR_ATTEMPTS_MAX: u32 = 3;
+
+/// Codes that say the broker asked does not (or not yet) coordinate the group: look it up again.
+pub const COORDINATOR_MOVED_CODES: &[ErrorCode] = &[
+    code::NOT_COORDINATOR,
+    code::COORDINATOR_NOT_AVAILABLE,
+    code::COORDINATOR_LOAD_IN_PROGRESS,
+];
 
 /// Codes a group request gets back before the coordinator changed anything.
 pub const GROUP_DEFINITE_CODES: &[ErrorCode] = &[
@@ -110,9 +127,168 @@ pub struct GroupDescription {
     pub members: Vec<MemberDescription>,
 }
 
+/// Where one member's group requests go (see the header): the bootstrap broker when there is
+/// only one, else the coordinator FindCoordinator named, forgotten when it moved or failed.
+pub(super) struct CoordinatorRoute {
+    group: String,
+    discover: bool,
+    addr: Option<SocketAddr>,
+}
+
+/// The coordinator's address from a FindCoordinator answer (hosts are IP literals or
+/// `localhost`; names are not resolved here).
+fn coordinator_addr(host: &str, port: i32) -> Option<SocketAddr> {
+    let port = u16::try_from(port).ok()?;
+    let ip = if host == "localhost" {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok()?
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// A failure before the group request was sent: definite (COORDINATOR_NOT_AVAILABLE).
+fn not_found(why: String) -> ClientError {
+    ClientError::Broker {
+        api_key: ApiKey::FindCoordinator as i16,
+        code: code::COORDINATOR_NOT_AVAILABLE,
+        message: Some(why),
+    }
+}
+
+impl CoordinatorRoute {
+    pub(super) fn new(group: &str, bootstrap: &[SocketAddr]) -> Self {
+        CoordinatorRoute {
+            group: group.to_owned(),
+            discover: bootstrap.len() > 1,
+            addr: None,
+        }
+    }
+
+    /// The coordinator last found (`None` before a lookup, after a move, or on one broker).
+    pub(super) fn current(&self) -> Option<SocketAddr> {
+        self.addr
+    }
+
+    /// FindCoordinator from a bootstrap broker: (node id, host, port).
+    pub(super) async fn find<N: Net>(
+        &self,
+        session: &mut Session<N>,
+    ) -> Result<(i32, String, i32), ClientError> {
+        let mut request = FindCoordinatorRequest::default();
+        request.key = StrBytes::from_string(self.group.clone());
+        let r = session.call_read(&request, Duration::ZERO).await?;
+        if r.error_code != 0 {
+            return Err(ClientError::broker(
+                ApiKey::FindCoordinator as i16,
+                r.error_code,
+                r.error_message.as_ref(),
+            ));
+        }
+        Ok((r.node_id.0, r.host.as_str().to_owned(), r.port))
+    }
+
+    /// Where the next group request goes: `None` = the bootstrap broker.
+    async fn target<N: Net>(
+        &mut self,
+        session: &mut Session<N>,
+    ) -> Result<Option<SocketAddr>, ClientError> {
+        if !self.discover {
+            return Ok(None);
+        }
+        if let Some(addr) = self.addr {
+            return Ok(Some(addr));
+        }
+        let (node, host, port) = self
+            .find(session)
+            .await
+            .map_err(|e| not_found(format!("find coordinator: {e}")))?;
+        let addr = coordinator_addr(&host, port)
+            .ok_or_else(|| not_found(format!("coordinator {node} at {host}:{port}")))?;
+        self.addr = Some(addr);
+        Ok(Some(addr))
+    }
+
+    /// Sends a group request to the coordinator. `moved` reads the answer's coordinator code.
+    /// In a cluster, a moved code or a failure before the request went out (and, for `read`s,
+    /// any transport failure) forgets the coordinator and tries again after a lookup, up to
+    /// `COORDINATOR_ATTEMPTS_MAX` times; the last answer or error is returned as it is. With
+    /// one bootstrap broker: one call (reads retry transport failures), as on a single node.
+    pub(super) async fn call<N: Net, R: Request>(
+        &mut self,
+        session: &mut Session<N>,
+        request: &R,
+        extra_wait: Duration,
+        read: bool,
+        moved: impl Fn(&R::Response) -> Option<ErrorCode>,
+    ) -> Result<R::Response, ClientError> {
+        if !self.discover {
+            return if read {
+                session.call_read(request, extra_wait).await
+            } else {
+                session.call(request, extra_wait).await
+            };
+        }
+        let backoff = Duration::from_millis(session.config().retry_backoff_ms);
+        for attempt in 1..=COORDINATOR_ATTEMPTS_MAX {
+            let last = attempt == COORDINATOR_ATTEMPTS_MAX;
+            let result = match self.target(session).await {
+                Ok(target) => session.call_to(target, request, extra_wait).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(r) => {
+                    let moved = moved(&r).is_some_and(|c| COORDINATOR_MOVED_CODES.contains(&c));
+                    if !moved {
+                        return Ok(r);
+                    }
+                    self.addr = None;
+                    if last {
+                        return Ok(r);
+                    }
+                }
+                Err(e) => {
+                    // Unreachable, timed out or lost: whoever coordinates now, ask again.
+                    self.addr = None;
+                    if last || !(read || e.is_definite() || group_error_is_definite(&e)) {
+                        return Err(e);
+                    }
+                }
+            }
+            tokio::time::sleep(backoff).await;
+        }
+        Err(not_found("no attempt made".into()))
+    }
+}
+
+/// The first coordinator code among an OffsetCommit answer's partitions.
+fn commit_moved(r: &kafka_protocol::messages::OffsetCommitResponse) -> Option<ErrorCode> {
+    r.topics
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .map(|p| p.error_code)
+        .find(|c| COORDINATOR_MOVED_CODES.contains(c))
+}
+
+/// An OffsetFetch answer's coordinator code (top level, or on a partition for old versions).
+fn fetch_moved(r: &kafka_protocol::messages::OffsetFetchResponse) -> Option<ErrorCode> {
+    if r.error_code != 0 {
+        return Some(r.error_code);
+    }
+    r.topics
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .map(|p| p.error_code)
+        .find(|c| COORDINATOR_MOVED_CODES.contains(c))
+}
+
 /// One member of a classic consumer group.
 pub struct GroupMember<N: Net> {
     session: Session<N>,
+    route: CoordinatorRoute,
     config: GroupConfig,
     member_id: String,
     generation: i32,
@@ -126,6 +302,7 @@ impl<N: Net> GroupMember<N> {
         config: GroupConfig,
     ) -> Self {
         GroupMember {
+            route: CoordinatorRoute::new(&config.group, &bootstrap),
             session: Session::new(net, bootstrap, client),
             config,
             member_id: String::new(),
@@ -149,17 +326,12 @@ impl<N: Net> GroupMember<N> {
 
     /// FindCoordinator for the group: (node id, host, port).
     pub async fn find_coordinator(&mut self) -> Result<(i32, String, i32), ClientError> {
-        let mut request = FindCoordinatorRequest::default();
-        request.key = StrBytes::from_string(self.config.group.clone());
-        let r = self.session.call_read(&request, Duration::ZERO).await?;
-        if r.error_code != 0 {
-            return Err(ClientError::broker(
-                ApiKey::FindCoordinator as i16,
-                r.error_code,
-                r.error_message.as_ref(),
-            ));
-        }
-        Ok((r.node_id.0, r.host.as_str().to_owned(), r.port))
+        self.route.find(&mut self.session).await
+    }
+
+    /// The coordinator this member's group requests go to, once looked up (cluster only).
+    pub fn coordinator(&self) -> Option<SocketAddr> {
+        self.route.current()
     }
 
     /// JoinGroup (two-step when the broker asks for a member id), then SyncGroup; the leader
@@ -182,7 +354,12 @@ impl<N: Net> GroupMember<N> {
             request.protocol_type = StrBytes::from_static_str("consumer");
             request.protocols = vec![protocol];
             let wait = Duration::from_millis(self.config.rebalance_timeout_ms.max(0) as u64);
-            let r = self.session.call(&request, wait).await?;
+            let r = self
+                .route
+                .call(&mut self.session, &request, wait, false, |r| {
+                    Some(r.error_code)
+                })
+                .await?;
             if r.error_code == code::MEMBER_ID_REQUIRED {
                 self.member_id = r.member_id.as_str().to_owned();
                 continue;
@@ -235,7 +412,12 @@ impl<N: Net> GroupMember<N> {
         request.member_id = StrBytes::from_string(self.member_id.clone());
         request.assignments = assignments;
         let wait = Duration::from_millis(self.config.rebalance_timeout_ms.max(0) as u64);
-        let r = self.session.call(&request, wait).await?;
+        let r = self
+            .route
+            .call(&mut self.session, &request, wait, false, |r| {
+                Some(r.error_code)
+            })
+            .await?;
         if r.error_code == code::UNKNOWN_MEMBER_ID {
             self.reset();
         }
@@ -270,7 +452,12 @@ impl<N: Net> GroupMember<N> {
         request.group_id = GroupId(StrBytes::from_string(self.config.group.clone()));
         request.generation_id = self.generation;
         request.member_id = StrBytes::from_string(self.member_id.clone());
-        let r = self.session.call(&request, Duration::ZERO).await?;
+        let r = self
+            .route
+            .call(&mut self.session, &request, Duration::ZERO, false, |r| {
+                Some(r.error_code)
+            })
+            .await?;
         if r.error_code != 0 {
             return Err(ClientError::broker(
                 ApiKey::Heartbeat as i16,
@@ -292,6 +479,7 @@ impl<N: Net> GroupMember<N> {
         let (group, member) = (self.config.group.clone(), self.member_id.clone());
         commit_offsets(
             &mut self.session,
+            &mut self.route,
             &group,
             generation,
             &member,
@@ -308,7 +496,14 @@ impl<N: Net> GroupMember<N> {
         partitions: &[i32],
     ) -> Result<Vec<(i32, i64)>, ClientError> {
         let group = self.config.group.clone();
-        fetch_committed(&mut self.session, &group, topic, partitions).await
+        fetch_committed(
+            &mut self.session,
+            &mut self.route,
+            &group,
+            topic,
+            partitions,
+        )
+        .await
     }
 
     /// LeaveGroup for this member; forgets the member id afterwards whatever the answer.
@@ -316,7 +511,12 @@ impl<N: Net> GroupMember<N> {
         let mut request = LeaveGroupRequest::default();
         request.group_id = GroupId(StrBytes::from_string(self.config.group.clone()));
         request.member_id = StrBytes::from_string(self.member_id.clone());
-        let result = self.session.call(&request, Duration::ZERO).await;
+        let result = self
+            .route
+            .call(&mut self.session, &request, Duration::ZERO, false, |r| {
+                Some(r.error_code)
+            })
+            .await;
         self.reset();
         let r = result?;
         if r.error_code != 0 {
@@ -357,7 +557,12 @@ impl<N: Net> GroupMember<N> {
     pub async fn describe(&mut self) -> Result<GroupDescription, ClientError> {
         let mut request = DescribeGroupsRequest::default();
         request.groups = vec![GroupId(StrBytes::from_string(self.config.group.clone()))];
-        let r = self.session.call_read(&request, Duration::ZERO).await?;
+        let r = self
+            .route
+            .call(&mut self.session, &request, Duration::ZERO, true, |r| {
+                r.groups.first().map(|g| g.error_code)
+            })
+            .await?;
         let Some(g) = r.groups.first() else {
             return Err(ClientError::Protocol {
                 reason: "DescribeGroups answered no group".into(),
@@ -399,7 +604,16 @@ impl<N: Net> GroupMember<N> {
         let mut request = OffsetFetchRequest::default();
         request.group_id = GroupId(StrBytes::from_string(self.config.group.clone()));
         request.topics = None;
-        let r = self.session.call_read(&request, Duration::ZERO).await?;
+        let r = self
+            .route
+            .call(
+                &mut self.session,
+                &request,
+                Duration::ZERO,
+                true,
+                fetch_moved,
+            )
+            .await?;
         if r.error_code != 0 {
             return Err(ClientError::broker(
                 ApiKey::OffsetFetch as i16,
@@ -558,6 +772,7 @@ pub fn decode_assignment(bytes: &Bytes) -> Option<Vec<(String, Vec<i32>)>> {
 /// generation or a KIP-848 member epoch. All partitions must succeed. Shared by both members.
 pub(super) async fn commit_offsets<N: Net>(
     session: &mut Session<N>,
+    route: &mut CoordinatorRoute,
     group: &str,
     generation_or_epoch: i32,
     member_id: &str,
@@ -583,7 +798,9 @@ pub(super) async fn commit_offsets<N: Net>(
     request.member_id = StrBytes::from_string(member_id.to_owned());
     request.retention_time_ms = -1;
     request.topics = vec![t];
-    let r = session.call(&request, Duration::ZERO).await?;
+    let r = route
+        .call(session, &request, Duration::ZERO, false, commit_moved)
+        .await?;
     let mut seen = 0usize;
     for p in r.topics.iter().flat_map(|t| t.partitions.iter()) {
         seen += 1;
@@ -606,6 +823,7 @@ pub(super) async fn commit_offsets<N: Net>(
 /// OffsetFetch: the committed offset per partition of `topic` (-1 when none).
 pub(super) async fn fetch_committed<N: Net>(
     session: &mut Session<N>,
+    route: &mut CoordinatorRoute,
     group: &str,
     topic: &str,
     partitions: &[i32],
@@ -616,7 +834,9 @@ pub(super) async fn fetch_committed<N: Net>(
     let mut request = OffsetFetchRequest::default();
     request.group_id = GroupId(StrBytes::from_string(group.to_owned()));
     request.topics = Some(vec![t]);
-    let r = session.call_read(&request, Duration::ZERO).await?;
+    let r = route
+        .call(session, &request, Duration::ZERO, true, fetch_moved)
+        .await?;
     if r.error_code != 0 {
         return Err(ClientError::broker(
             ApiKey::OffsetFetch as i16,
@@ -694,6 +914,37 @@ mod tests {
         b.put_i32(50_000);
         assert_eq!(decode_assignment(&b.freeze()), None);
         assert_eq!(decode_assignment(&Bytes::from_static(&[0])), None);
+    }
+
+    #[test]
+    fn coordinator_addresses_parse_and_one_bootstrap_broker_is_the_coordinator() {
+        assert_eq!(
+            coordinator_addr("10.0.4.2", 9092),
+            Some("10.0.4.2:9092".parse().expect("addr"))
+        );
+        assert_eq!(
+            coordinator_addr("localhost", 9092),
+            Some("127.0.0.1:9092".parse().expect("addr"))
+        );
+        assert_eq!(
+            coordinator_addr("[::1]", 9),
+            Some("[::1]:9".parse().expect("addr"))
+        );
+        assert_eq!(coordinator_addr("broker-1.example", 9092), None);
+        assert_eq!(coordinator_addr("10.0.4.2", -1), None);
+        assert_eq!(coordinator_addr("10.0.4.2", 70_000), None);
+        let one: Vec<SocketAddr> = vec!["10.0.0.1:9092".parse().expect("addr")];
+        assert!(!CoordinatorRoute::new("g", &one).discover);
+        let three: Vec<SocketAddr> = (1..=3)
+            .map(|i| format!("10.0.4.{i}:9092").parse().expect("addr"))
+            .collect();
+        let route = CoordinatorRoute::new("g", &three);
+        assert!(route.discover && route.current().is_none());
+        // A lookup that failed before anything was sent is a definite group failure.
+        assert!(group_error_is_definite(&not_found("x".into())));
+        for c in COORDINATOR_MOVED_CODES {
+            assert!(GROUP_DEFINITE_CODES.contains(c), "{c}");
+        }
     }
 
     #[test]

@@ -6,6 +6,15 @@
 //! committed offset really went back (members resume from it), so observations that start after
 //! that one are bounded below only by what was seen since. Never judges failed or ambiguous
 //! commits by themselves.
+//!
+//! On a cluster (`cluster_groups`) the reasoning is unchanged: whichever node coordinates, an
+//! acknowledged commit must stay visible to every later OffsetFetch that succeeds until a newer
+//! commit replaces it, across a coordinator move, crash or disk wipe (the offsets must be on
+//! the new coordinator before the old one acknowledged). An answer NOT_COORDINATOR /
+//! COORDINATOR_NOT_AVAILABLE / COORDINATOR_LOAD_IN_PROGRESS is a refusal (nothing committed,
+//! no observation); a commit whose answer was lost with its coordinator is ambiguous and may
+//! land late like any other. So an acked commit lost with a wiped or failed-over coordinator
+//! shows up here as a fetch below it (typically -1, "no offset").
 
 use std::collections::BTreeMap;
 

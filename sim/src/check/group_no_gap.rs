@@ -2,6 +2,9 @@
 //! highest committed offset (acknowledged commits and OffsetFetch answers) was returned to some
 //! group member by a poll: no record was skipped past a commit. Records missing from the final
 //! log are `acked_durable`'s business, not this check's. Never looks at plain consumers' polls.
+//! On a cluster nothing changes: polls read below the high watermark from each partition's
+//! leader, the final log is read after every ISR is full again, and which node coordinated a
+//! commit does not matter (a lost commit only lowers the committed offset, never opens a gap).
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -10,6 +10,13 @@
 //! after being expired succeeds too); a grant whose whole
 //! invoke..complete window falls strictly inside that span happened while the other member
 //! held the partition. Never judges ambiguous outcomes.
+//! On a cluster: a member's `Joined` completes only after SyncGroup (classic) or the heartbeat
+//! (KIP-848) was answered, i.e. after the coordinator stored that generation's assignment or
+//! epoch; a coordinator that takes over loads it and continues from there, so a generation or
+//! member epoch is never handed out twice, and a member's spans of ownership are judged by its
+//! own successful heartbeats whichever node answered them. Refusals with a coordinator code
+//! prove nothing and are not successes. Generations reused after a coordinator lost its state
+//! (an unreplicated `__consumer_offsets` wiped) fail here, as they should.
 
 use std::collections::{BTreeMap, BTreeSet};
 

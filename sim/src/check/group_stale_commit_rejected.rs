@@ -2,6 +2,12 @@
 //! newest one its member had already been given, or sent after the member was fenced at that
 //! generation (UNKNOWN_MEMBER_ID / ILLEGAL_GENERATION), must not succeed. Judged per member
 //! process, in the order of its own (sequential) operations. Never judges ambiguous outcomes.
+//! On a cluster the generation is the group's, not a node's: a coordinator that takes over
+//! loads it from the replicated group metadata, so generations never go back when the group
+//! moves. A commit refused with a coordinator code (a definite refusal) is not a success here;
+//! a coordinator that lost the group's state (a wipe of an unreplicated `__consumer_offsets`)
+//! restarts at generation 1 and accepts commits below the member's newest generation: that is
+//! the lost state showing, and fails here too.
 
 use std::collections::BTreeMap;
 
