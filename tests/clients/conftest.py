@@ -215,6 +215,9 @@ def running_cluster(request, nodes: dict[int, Broker]):
         if failed:
             for node_id, b in nodes.items():
                 print(f"---- node {node_id} log tail ({b.log_path}) ----\n{b.tail()}")
+            # The failure again, last, where a truncated CI excerpt still shows it.
+            why = getattr(rep, "longreprtext", "") or ""
+            print("---- the failure, again ----\n" + "\n".join(why.splitlines()[-40:]))
         for node_id, b in nodes.items():
             assert "panicked" not in b.log_text(), f"node {node_id} panicked:\n{b.tail()}"
         assert all(c == 0 for c in codes.values()), f"exit codes after SIGTERM: {codes}"

@@ -10,6 +10,8 @@ It never talks to anything but its own processes on 127.0.0.1 and never leaves o
 
 from __future__ import annotations
 
+import collections
+import logging
 import re
 import threading
 import time
@@ -32,6 +34,7 @@ PRODUCE_S = 40.0
 REJOIN_S = 30.0
 CONSUME_S = 20.0
 RPC_S = 5.0
+CLIENT_LOG_LINES = 120
 OBSERVER_ROLE = re.compile(r"metadata quorum role role=(\w+)")
 
 
@@ -52,6 +55,17 @@ def cluster(request, tmp_path):
                         "--controller-listen", f"127.0.0.1:{quorum[node_id - 1]}"])
     with running_cluster(request, nodes):
         yield nodes
+
+
+class RingHandler(logging.Handler):
+    """Keeps the last lines librdkafka logged (its debug output) in a bounded deque."""
+
+    def __init__(self, ring: collections.deque):
+        super().__init__()
+        self.ring = ring
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.ring.append(f"{record.created:.3f} {record.getMessage()}")
 
 
 def wait_for(what: str, timeout_s: float, probe):
@@ -121,6 +135,13 @@ def test_controller_only_voter_and_broker_only_observers(cluster):
         assert roles == {"Observer"}, f"broker-only node {node_id} quorum roles {roles}"
     assert "Leader" in quorum_roles(nodes[CONTROLLER])
 
+    # The client's own account of the last moments (printed only if the test fails): a rare
+    # stall after the kill (CI, once) left nothing but node logs to go on.
+    client_log: collections.deque[str] = collections.deque(maxlen=CLIENT_LOG_LINES)
+    logger = logging.getLogger("roles-producer")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(RingHandler(client_log))
     producer = Producer({
         "bootstrap.servers": via_brokers,
         "acks": "all",
@@ -128,7 +149,17 @@ def test_controller_only_voter_and_broker_only_observers(cluster):
         "linger.ms": 2,
         "message.timeout.ms": int(PRODUCE_S * 1000),
         "topic.metadata.refresh.interval.ms": 1000,
-    })
+        "debug": "eos,broker,topic,protocol",
+    }, logger=logger)
+
+    def stalled(sent: int) -> str:
+        by_partition: dict[int, int] = {}
+        for p, _ in acked.values():
+            by_partition[p] = by_partition.get(p, 0) + 1
+        return (f"stalled: {sent} sent, {len(acked)} acked (by partition {by_partition}), "
+                f"errors {errors[:3]}, victim {victim}, view {partitions(via_brokers)}\n"
+                "---- producer debug log, last lines ----\n" + "\n".join(client_log))
+
     acked: dict[int, tuple[int, int]] = {}  # index -> (partition, offset)
     errors: list[str] = []
     lock = threading.Lock()
@@ -146,7 +177,7 @@ def test_controller_only_voter_and_broker_only_observers(cluster):
     deadline = time.monotonic() + PRODUCE_S
     killed_at = None
     while sent < RECORDS:
-        assert time.monotonic() < deadline, f"stalled: {sent} sent, {len(acked)} acked {errors[:3]}"
+        assert time.monotonic() < deadline, stalled(sent)
         if killed_at is None and len(acked) >= KILL_AFTER_ACKS:
             victim = partitions(via_brokers)[0][0]  # the leader of partition 0
             nodes[victim].kill()
@@ -159,7 +190,7 @@ def test_controller_only_voter_and_broker_only_observers(cluster):
         sent += 1
         producer.poll(0)
     remaining = producer.flush(PRODUCE_S)
-    assert remaining == 0, f"{remaining} records never answered"
+    assert remaining == 0, f"{remaining} records never answered; " + stalled(sent)
     assert not errors, f"delivery errors: {errors[:5]}"
     assert len(acked) == RECORDS
 
