@@ -1711,7 +1711,13 @@ mod epochs {
                 .append_replicated(chunk(&stream, &ranges, 5, 6), 0)
                 .await
                 .unwrap_err();
-            assert_eq!(err, LogError::OffsetMismatch { expected: 12, got: 10 });
+            assert_eq!(
+                err,
+                LogError::OffsetMismatch {
+                    expected: 12,
+                    got: 10
+                }
+            );
             follower.flush().await.unwrap();
             drop(follower);
             // Recovery reads the marked segment as one that may hold gaps: nothing is cut.
