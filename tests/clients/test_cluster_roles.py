@@ -191,7 +191,7 @@ def test_controller_only_voter_and_broker_only_observers(cluster):
         producer.poll(0)
     remaining = producer.flush(PRODUCE_S)
     assert remaining == 0, f"{remaining} records never answered; " + stalled(sent)
-    assert not errors, f"delivery errors: {errors[:5]}"
+    assert not errors, f"delivery errors: {errors[:5]}; " + stalled(sent)
     assert len(acked) == RECORDS
 
     nodes[victim].start()
