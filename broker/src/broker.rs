@@ -329,7 +329,7 @@ impl<D: Disk, C: Clock> Broker<D, C> {
             self.lock_leader_min_isr().remove(&key);
             self.lock_replicas().remove(&key);
             if key.0 == OFFSETS_TOPIC {
-                let partitions = image_partitions(&image, OFFSETS_TOPIC);
+                let partitions = image.partition_count(OFFSETS_TOPIC);
                 self.groups.unload(key.1, partitions);
             }
             let removed = self.lock_partitions().remove(&key);
@@ -744,13 +744,4 @@ impl<D: Disk, C: Clock> Broker<D, C> {
             p.close().await;
         }
     }
-}
-
-/// The partitions of topic `name` in `image` (0 when it has none).
-fn image_partitions(image: &samsa_cluster::metadata::MetadataImage, name: &str) -> i32 {
-    image
-        .topic_ids
-        .get(name)
-        .and_then(|id| image.topics.get(id))
-        .map_or(0, |t| i32::try_from(t.partitions.len()).unwrap_or(i32::MAX))
 }

@@ -561,12 +561,7 @@ impl ClusterNode {
 
     /// The partitions of the topic named `name` in the image (0 when it has none).
     pub fn partition_count(&self, name: &str) -> i32 {
-        let image = lock(&self.image);
-        image
-            .topic_ids
-            .get(name)
-            .and_then(|id| image.topics.get(id))
-            .map_or(0, |t| i32::try_from(t.partitions.len()).unwrap_or(i32::MAX))
+        lock(&self.image).partition_count(name)
     }
 
     /// The leader of partition `index` of `name`, `(id, host, port)`, while it is a live

@@ -114,6 +114,14 @@ impl MetadataImage {
         self.topics.get(&topic_id)?.partitions.get(&partition)
     }
 
+    /// The partitions of the topic named `name` (0 when there is no such topic).
+    pub fn partition_count(&self, name: &str) -> i32 {
+        self.topic_ids
+            .get(name)
+            .and_then(|id| self.topics.get(id))
+            .map_or(0, |t| i32::try_from(t.partitions.len()).unwrap_or(i32::MAX))
+    }
+
     /// Registered and not fenced.
     pub fn is_live(&self, broker_id: BrokerId) -> bool {
         self.brokers.get(&broker_id).is_some_and(|b| !b.fenced)

@@ -224,7 +224,7 @@ impl Groups {
     /// Cluster mode: this node no longer leads offsets partition `index`: its groups leave
     /// the core and their waiting members are answered NOT_COORDINATOR.
     pub fn unload(&self, index: i32, partitions: i32) {
-        // A deleted offsets topic has no count left: its groups were placed by the configured.
+        // A deleted offsets topic has no count left: use the configured one.
         let partitions = if partitions > 0 {
             partitions
         } else {
@@ -632,13 +632,9 @@ async fn persist<D: Disk, C: Clock>(
             let Some(end) = end else {
                 return Ok(());
             };
-            let replicated = in_cluster.then(|| partition.leader_appended(end, true));
-            let replicated = match replicated {
-                Some((alter, waiter)) => {
-                    crate::replication::send_alter_partitions(broker, &partition, alter);
-                    Some(waiter.ok_or(code::NOT_COORDINATOR)?)
-                }
-                None => None,
+            let replicated = match in_cluster {
+                true => Some(isr_waiter(broker, &partition, end)?),
+                false => None,
             };
             return committed(&partition, end, replicated).await;
         }
@@ -680,11 +676,7 @@ async fn persist<D: Disk, C: Clock>(
             .unwrap_or_else(|p| p.into_inner())
             .insert(partition.index, appended.end_offset);
         let replicated = match in_cluster {
-            true => {
-                let (alter, waiter) = partition.leader_appended(appended.end_offset, true);
-                crate::replication::send_alter_partitions(broker, &partition, alter);
-                Some(waiter.ok_or(code::NOT_COORDINATOR)?)
-            }
+            true => Some(isr_waiter(broker, &partition, appended.end_offset)?),
             false => None,
         };
         drop(done);
@@ -705,6 +697,18 @@ async fn persist<D: Disk, C: Clock>(
             .apply_committed(at.index, at.expected, broker.clock.now_ms(), event);
     }
     Ok(())
+}
+
+/// Cluster mode: a waiter the leader core answers once its high watermark covers `end`
+/// (NOT_COORDINATOR when this node no longer leads the partition).
+fn isr_waiter<D: Disk, C: Clock>(
+    broker: &Arc<Broker<D, C>>,
+    partition: &Arc<Partition<D>>,
+    end: i64,
+) -> Result<crate::replication::AcksAllWait, i16> {
+    let (alter, waiter) = partition.leader_appended(end, true);
+    crate::replication::send_alter_partitions(broker, partition, alter);
+    waiter.ok_or(code::NOT_COORDINATOR)
 }
 
 /// Waits until the offsets partition is durable below `end` (policy `fsync`) and, in cluster
