@@ -390,7 +390,12 @@ pub fn all() -> &'static [Scenario] {
 /// NOT_LEADER_OR_FOLLOWER on produce ambiguous: 1489; settle waits until all nodes agree: 804,
 /// 861; no partition role before this process's registration is applied: 225595114327928,
 /// 225595114301800; an ISR addition stays pending until a definite answer: 225595114309733).
-pub const NOT_IN_ROTATION: &[&str] = &[];
+///
+/// `cluster_groups` (session 6): 1 failure in about 17,000 fresh seeds, seed 245219642382
+/// (`liveness`: after a wipe of n4 4.6 s behind a power loss of n3, partition 1 of the workload
+/// topic (RF 2, min ISR 2) stayed offline with an empty ISR). Not understood yet; it still runs
+/// in `mutants` and by its regression seeds until it meets the bar above.
+pub const NOT_IN_ROTATION: &[&str] = &["cluster_groups"];
 
 /// The scenarios fresh sweeps and smoke runs rotate over.
 pub fn in_rotation() -> impl Iterator<Item = &'static Scenario> {
