@@ -341,18 +341,17 @@ pub(crate) async fn supervise(run: Run) -> (History, u64, Coverage) {
             // says twice `WIPE_STEADY_MS` apart (a node restarted just before leaves the ISRs
             // when its registration applies): without KIP-966's eligible leader replicas a
             // partition whose last ISR member is wiped stays offline (seed 98).
+            // Every node must say so, not one: a node that does not hear the metadata
+            // quorum's leader answers Metadata from its stale image (seed 245219642382).
             wiped = true;
             let eligible = i as u32 >= voter_count(&o) || voter_count(&o) >= 3;
-            let full = |view: &Result<ClusterView, String>| {
-                view.as_ref().is_ok_and(|v| v.isrs_full(partitions))
-            };
             let mut sole = None;
             if eligible {
-                let first = cluster_view(&nemesis, &nemesis_wl).await;
+                let first = isrs_full_everywhere(&nemesis, &nemesis_wl, partitions).await;
                 madsim::time::sleep(Duration::from_millis(WIPE_STEADY_MS)).await;
-                let second = cluster_view(&nemesis, &nemesis_wl).await;
-                if !full(&first) || !full(&second) {
-                    sole = Some("an ISR is not full");
+                let second = isrs_full_everywhere(&nemesis, &nemesis_wl, partitions).await;
+                if let Err(why) = first.and(second) {
+                    sole = Some(why);
                 }
             }
             match (eligible, sole) {
@@ -389,7 +388,9 @@ pub(crate) async fn supervise(run: Run) -> (History, u64, Coverage) {
                     while now_ms() < started + WIPE_REJOIN_MS_MAX {
                         madsim::time::sleep(Duration::from_millis(WIPE_POLL_MS)).await;
                         if run.hooks.registrations(i as i32 + 1) > registered
-                            && full(&cluster_view(&nemesis, &nemesis_wl).await)
+                            && isrs_full_everywhere(&nemesis, &nemesis_wl, partitions)
+                                .await
+                                .is_ok()
                         {
                             rejoined = true;
                             break;
@@ -784,6 +785,31 @@ impl ClusterView {
             !replicas.is_empty() && isr == replicas
         })
     }
+}
+
+/// Asks Metadata of every node in turn (each alone, from the nemesis node); `Ok` when every
+/// node answers and every answer shows every ISR full, else why not. One answer is not enough:
+/// a node cut off from the metadata quorum's leader answers from its stale image. In seed
+/// 245219642382 n1, back from a one-way partition but not yet hearing the leader (its stream
+/// stalled in a second partition), still showed partition 1's ISR as [4, 1] after the
+/// controller had shrunk it to [4] (n1 fenced); the wipe of n4 then emptied that ISR for good.
+async fn isrs_full_everywhere(
+    nemesis: &madsim::runtime::NodeHandle,
+    wl: &Workload,
+    partitions: i32,
+) -> Result<(), String> {
+    for addr in wl.addrs() {
+        let one = Workload {
+            bootstrap: vec![addr],
+            ..wl.clone()
+        };
+        match cluster_view(nemesis, &one).await {
+            Ok(v) if v.isrs_full(partitions) => {}
+            Ok(v) => return Err(format!("an ISR is not full on {addr}: {:?}", v.partitions)),
+            Err(e) => return Err(format!("no view from {addr}: {e}")),
+        }
+    }
+    Ok(())
 }
 
 /// Asks Metadata from the nemesis node; bounded in time.
