@@ -300,6 +300,22 @@ impl<D: Disk> Partition<D> {
         }
     }
 
+    /// Diagnostics: the leader core's state in one line (`None` when this node does not lead).
+    pub fn leader_summary(&self) -> Option<String> {
+        self.lock_leader().as_ref().map(|s| {
+            let followers: Vec<(i32, i64)> = s.core.counted_log_ends();
+            format!(
+                "epoch {} leo {} hw {} isr {:?} counted {:?} alter_in_flight {}",
+                s.core.leader_epoch(),
+                s.core.log_end_offset(),
+                s.core.high_watermark(),
+                s.core.isr(),
+                followers,
+                s.core.alter_partition_in_flight()
+            )
+        })
+    }
+
     /// The ISR the leader core holds (empty when this node does not lead).
     pub fn leader_isr(&self) -> Vec<i32> {
         self.lock_leader()

@@ -12,6 +12,7 @@ pub const FOLLOWER_TRUNCATE_OFF_BY_ONE: &str = "truncate_off_by_one";
 pub const OFLE_NEWER_EPOCH: &str = "ofle_newer_epoch";
 pub const EPOCH_CACHE_NOT_TRUNCATED: &str = "epoch_cache_not_truncated";
 pub const UNCLEAN_ELECTION_WHEN_DISABLED: &str = "unclean_election_when_disabled";
+pub const ACKS_WAITER_BELOW_HW: &str = "acks_waiter_below_hw";
 
 /// Every planted bug of this crate.
 pub const ALL: &[&str] = &[
@@ -22,13 +23,14 @@ pub const ALL: &[&str] = &[
     OFLE_NEWER_EPOCH,
     EPOCH_CACHE_NOT_TRUNCATED,
     UNCLEAN_ELECTION_WHEN_DISABLED,
+    ACKS_WAITER_BELOW_HW,
 ];
 
 /// Which planted bugs are on. `Planted::default()` has none.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Planted {
     #[cfg(any(test, madsim))]
-    on: [bool; 7],
+    on: [bool; 8],
 }
 
 impl Planted {
@@ -83,6 +85,11 @@ impl Planted {
     /// acks=all answered once the leader has the write, before the ISR has it.
     pub fn isr_ack_before_replicated(&self) -> bool {
         self.is_on(ISR_ACK_BEFORE_REPLICATED)
+    }
+    /// An acks=all waiter that comes in below the high watermark (a duplicate, an empty write)
+    /// is queued for the next advance instead of answered at once.
+    pub fn acks_waiter_below_hw(&self) -> bool {
+        self.is_on(ACKS_WAITER_BELOW_HW)
     }
     /// High watermark advanced while the ISR is below `min.insync.replicas`.
     pub fn isr_hw_below_min_isr(&self) -> bool {

@@ -322,6 +322,17 @@ impl PartitionLeader {
                     waiter,
                     result: Err(error),
                 });
+            } else if leo <= self.high_watermark && !self.planted.acks_waiter_below_hw() {
+                // Nothing new to replicate: an idempotent producer's retry of a batch the log
+                // already holds (a duplicate appends nothing), or a group coordinator's empty
+                // write. The high watermark covers it now and may not move again for a long
+                // time, so answer at once (in the real-process roles test a new leader's
+                // follower caught up before the retried duplicate arrived; the answer then
+                // waited for an advance that never came, and the connection behind it stalled).
+                effects.push(LeaderEffect::Reply {
+                    waiter,
+                    result: Ok(()),
+                });
             } else {
                 self.waiters.insert(waiter, leo);
             }
@@ -541,6 +552,15 @@ impl PartitionLeader {
         );
         assert!(self.isr.contains(&self.config.local), "leader left its ISR");
         assert!(self.waiters.len() <= ACKS_ALL_WAITERS_MAX);
+        // No waiter waits for what the high watermark already covers: every advance answers
+        // the waiters it covers, and a waiter is answered at once if it comes in below it.
+        assert!(
+            self.waiters
+                .values()
+                .all(|needed| *needed > self.high_watermark),
+            "an acks=all waiter left below the high watermark {}",
+            self.high_watermark
+        );
         debug_assert!(self.isr.iter().all(|r| self.replicas.contains(r)));
     }
 }
@@ -864,6 +884,50 @@ mod tests {
                 }
             ]
         );
+    }
+
+    /// A waiter that needs nothing beyond the high watermark (an idempotent retry the log
+    /// already holds, an empty coordinator write) is answered at once: the high watermark may
+    /// never move again while the producer waits on it (the roles test's 30 s stall).
+    #[test]
+    fn a_waiter_the_hw_already_covers_is_answered_at_once() {
+        let mut l = leader(2, &[1, 2, 3], Planted::none());
+        step(
+            &mut l,
+            LeaderEvent::Appended {
+                log_end_offset: 13,
+                waiter: None,
+            },
+        );
+        step(&mut l, fetch(2, 13, 1));
+        assert_eq!(
+            step(&mut l, fetch(3, 13, 1)),
+            vec![LeaderEffect::HighWatermark(13)]
+        );
+        // The retried duplicate: the log end does not move.
+        let e = step(
+            &mut l,
+            LeaderEvent::Appended {
+                log_end_offset: 13,
+                waiter: Some(7),
+            },
+        );
+        assert_eq!(
+            e,
+            vec![LeaderEffect::Reply {
+                waiter: 7,
+                result: Ok(())
+            }]
+        );
+        // One past it still waits for the ISR.
+        let e = step(
+            &mut l,
+            LeaderEvent::Appended {
+                log_end_offset: 14,
+                waiter: Some(8),
+            },
+        );
+        assert!(e.is_empty(), "{e:?}");
     }
 
     #[test]

@@ -53,6 +53,7 @@ pub const MUTANTS: &[&str] = &[
     "hw_advance_below_min_isr",
     "epoch_cache_not_truncated",
     "offsets_ack_before_isr",
+    "acks_waiter_below_hw",
 ];
 
 #[derive(Debug, Default, Clone, Copy)]

@@ -140,6 +140,11 @@ pub async fn produce<D: Disk, C: Clock>(
                     }
                 }
             };
+            if replicated {
+                tracing::debug!(topic = %name, partition = pd.index, acks,
+                    outcome = ?outcome.as_ref().map(|a| (a.base_offset, a.end_offset)),
+                    "produce appended");
+            }
             let outcome = match (outcome, &partition) {
                 (Ok(a), Some(p)) if replicated => {
                     let (alter, waiter) = p.leader_appended(a.end_offset, acks == -1);
@@ -238,6 +243,9 @@ pub async fn produce<D: Disk, C: Clock>(
                         p.leader_step(samsa_cluster::replica::LeaderEvent::WaiterTimedOut {
                             waiter,
                         });
+                        tracing::warn!(topic = %p.topic, partition = p.index, timeout_ms,
+                            leader = ?p.leader_summary(),
+                            "acks=all produce timed out waiting for the ISR");
                         code::REQUEST_TIMED_OUT
                     }
                 };
@@ -524,6 +532,10 @@ fn follower_progress<D: Disk, C: Clock>(
         return;
     };
     let Some(incarnation) = cluster.incarnation_of(replica_id) else {
+        tracing::debug!(
+            replica_id,
+            "follower fetch not counted: unknown incarnation"
+        );
         return;
     };
     let now_ms = broker.clock.now_ms();
@@ -532,7 +544,9 @@ fn follower_progress<D: Disk, C: Clock>(
             continue;
         };
         for target in &t.partitions {
-            if replica_lead_check(broker, name, target).is_err() {
+            if let Err(c) = replica_lead_check(broker, name, target) {
+                tracing::debug!(replica_id, topic = %name, partition = target.partition,
+                    code = c, "follower fetch not counted: lead check");
                 continue;
             }
             let Some(p) = broker.partition(name, target.partition) else {
@@ -544,6 +558,9 @@ fn follower_progress<D: Disk, C: Clock>(
                 fetch_offset: target.fetch_offset,
                 now_ms,
             });
+            tracing::debug!(replica_id, topic = %name, partition = target.partition,
+                fetch_offset = target.fetch_offset, leader = ?p.leader_summary(),
+                "follower fetch");
             crate::replication::send_alter_partitions(broker, &p, alter);
         }
     }
